@@ -1,0 +1,267 @@
+"""The endogenous reward of any Hugging Face causal LM (PAPER.md §5, eq. 9–12).
+
+A trained LM is ``π̂(·|s) = softmax(f̂(s,·)/α)`` (eq. 10): its logits ``f̂`` are a soft-Q
+function. With ``V(s) = α logsumexp(f̂(s,·)/α)`` the reward it implies is (eq. 11/12)
+
+    r̂(s_h, a_h) = f̂(s_h, a_h) − V(s_{h+1}) = α log π̂(a_h|s_h) + V(s_h) − V(s_{h+1}).
+
+``π̂`` is the model's own sampling policy only when ``α = 1``; another ``α`` is a
+temperature. Per-token rewards are defined up to potential shaping (the logits are only
+defined up to a per-state constant): only sums over complete responses mean something.
+
+The contract (DESIGN.md): prompt tokens are conditioning only; the response is scored
+with its ``eos`` (end-of-turn) token included, and the state after ``eos`` is terminal
+with ``V = 0``, so ``total = α Σ log π̂ + V(s_1)`` (telescoping). A response cut before
+``eos`` keeps the value of the state it stops in: ``total = α Σ log π̂ + V(s_1) − V(s_{T+1})``.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import warnings
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from .chat import ensure_pad_token, prompt_ids, response_ids
+from .device import resolve_device, resolve_dtype
+
+
+# ---------------------------------------------------------------- the math (tensors only)
+def soft_value(logits: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
+    """``V(s) = α logsumexp(f(s,·)/α)`` over the last (vocabulary) dimension (eq. 11)."""
+    return alpha * torch.logsumexp(logits / alpha, dim=-1)
+
+
+def endogenous_rewards(logits: torch.Tensor, actions: torch.Tensor, alpha: float = 1.0,
+                       terminal: torch.Tensor | None = None, mask: torch.Tensor | None = None):
+    """Per-token endogenous rewards from logits at the states of a response (eq. 12).
+
+    logits:   [B, T+1, V]  f̂ at states s_1 … s_{T+1} (s_{T+1} = after the last action)
+    actions:  [B, T]       the response tokens a_1 … a_T
+    terminal: [B] bool     True where the response ended with eos: V(s_{T+1}) = 0
+    mask:     [B, T] bool  valid actions (right padding); a row's last valid action
+                           is the one whose next state is terminal
+    Returns ``(logprobs [B,T], values [B,T+1], rewards [B,T])`` in fp32, zero where masked;
+    ``values`` already has the terminal zeros, so ``rewards = α·logprobs + V_h − V_{h+1}``.
+    """
+    B, T = actions.shape
+    if logits.shape[:2] != (B, T + 1):
+        raise ValueError(f"logits must be [B, T+1, V] = [{B}, {T + 1}, V] for actions [{B}, {T}], "
+                         f"got {list(logits.shape)}")
+    f = logits.float()
+    values = soft_value(f, alpha)                                    # [B, T+1]
+    q = f[:, :-1].gather(-1, actions.unsqueeze(-1)).squeeze(-1)      # [B, T]  f̂(s_h, a_h)
+    mask = torch.ones_like(actions, dtype=torch.bool) if mask is None else mask.bool()
+    lengths = mask.sum(-1)                                           # [B]
+    if terminal is not None:
+        ended = terminal.bool() & (lengths > 0)
+        rows = torch.arange(B, device=values.device)[ended]
+        values = values.clone()
+        values[rows, lengths[ended]] = 0.0                           # V(terminal) = 0
+    state_valid = torch.cat([torch.ones_like(mask[:, :1]), mask], dim=1)   # s_1 … s_{T+1}
+    values = values * state_valid
+    logprobs = ((q - values[:, :-1]) / alpha) * mask                 # log π̂(a|s) (eq. 10)
+    rewards = (q - values[:, 1:]) * mask                             # eq. 12: f̂(s,a) − V(s')
+    return logprobs, values, rewards
+
+
+# ---------------------------------------------------------------- results
+@dataclass
+class RewardResult:
+    """The endogenous reward of one response. Tensors are 1-D fp32 on the CPU."""
+    token_ids: list[int]
+    tokens: list[str]
+    logprobs: torch.Tensor     # [T] log π̂(a_h | s_h), π̂ = softmax(f̂/α)
+    values: torch.Tensor       # [T] V(s_h), h = 1 … T
+    final_value: float         # V(s_{T+1}): 0 when the response ended with eos
+    rewards: torch.Tensor      # [T] r̂(s_h, a_h) (eq. 12)
+    total: float               # Σ_h r̂ = α Σ log π̂ + V(s_1) − V(s_{T+1})
+    ended: bool                # True when the last token is eos
+    alpha: float = 1.0
+
+    def table(self) -> str:
+        """A per-token table: token, log π̂, V(s_h), r̂, and the telescoping check."""
+        lines = [f"{'h':>3}  {'token':<14} {'log π̂':>9} {'V(s_h)':>9} {'r̂':>9}"]
+        for h, (tok, lp, v, r) in enumerate(zip(self.tokens, self.logprobs.tolist(),
+                                                self.values.tolist(), self.rewards.tolist()), 1):
+            lines.append(f"{h:>3}  {tok!r:<14} {lp:>9.4f} {v:>9.4f} {r:>9.4f}")
+        check = self.alpha * float(self.logprobs.sum()) + float(self.values[0]) - self.final_value
+        end = "terminal, V = 0" if self.ended else "no eos: cut, V kept"
+        lines.append(f"V(s_T+1) = {self.final_value:.4f} ({end})")
+        lines.append(f"total Σ r̂ = {self.total:.4f};  α·Σ log π̂ + V(s_1) − V(s_T+1) = {check:.4f}")
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- scoring HF models
+def _context_length(config) -> int | None:
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+class EndogenousReward:
+    """Endogenous rewards (eq. 12) of a causal LM, ``α`` being the soft-Q temperature.
+
+    One forward per (prompt, response); the LM head runs only on the T+1 response states,
+    ``chunk_size`` positions at a time, so no full-vocabulary fp32 tensor over the whole
+    sequence is ever built (151,936 × 1k positions would be 600 MB). Sequences are grouped
+    into batches of at most ``batch_tokens`` padded tokens, longest first; on a CPU the
+    default is one sequence per batch, which measured as fast as batching for long texts.
+    """
+
+    def __init__(self, model, tokenizer, alpha: float = 1.0, device="auto", dtype=None,
+                 chunk_size: int = 256, batch_tokens: int | None = None):
+        if alpha <= 0:
+            raise ValueError(f"alpha must be > 0, got {alpha}")
+        self.device = resolve_device(device)
+        dtype = resolve_dtype(dtype)
+        self.model = model.to(device=self.device, dtype=dtype) if dtype else model.to(self.device)
+        self.model.eval()
+        self.tokenizer = tokenizer
+        ensure_pad_token(tokenizer)
+        self.alpha = float(alpha)
+        self.chunk_size = chunk_size
+        self.batch_tokens = batch_tokens or (16384 if self.device.type == "cuda" else 1)
+        self.max_length = _context_length(model.config)
+        # Models whose head is more than a linear map (soft-capping, logit scaling) are
+        # scored through their full forward so the logits are exactly theirs.
+        config = model.config
+        self._plain_head = (getattr(config, "final_logit_softcapping", None) is None
+                            and getattr(config, "logit_scale", None) in (None, 1, 1.0))
+
+    # -- public API
+    def score(self, prompt, response: str, system: str | None = None) -> RewardResult:
+        """The endogenous reward of one ``response`` (text; eos is appended) to ``prompt``."""
+        return self.score_batch([prompt], [response], system=system, progress=False)[0]
+
+    def score_batch(self, prompts, responses, system=None, progress: bool = True) -> list[RewardResult]:
+        """Score ``responses[i]`` given ``prompts[i]``; ``system`` is one string or one per item."""
+        if len(prompts) != len(responses):
+            raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+        systems = system if isinstance(system, (list, tuple)) else [system] * len(prompts)
+        if len(systems) != len(prompts):
+            raise ValueError(f"{len(systems)} system prompts for {len(prompts)} items")
+        p_ids, r_ids = [], []
+        for i, (p, r, s) in enumerate(zip(prompts, responses, systems)):
+            try:
+                r_ids.append(response_ids(self.tokenizer, r))
+            except ValueError as err:
+                raise ValueError(f"item {i}: {err}") from None
+            p_ids.append(prompt_ids(self.tokenizer, p, system=s))
+        return self.score_ids(p_ids, r_ids, progress=progress)
+
+    @torch.no_grad()
+    def score_ids(self, prompt_ids_list, response_ids_list, progress: bool = True) -> list[RewardResult]:
+        """Score token ids directly. A response is ``ended`` when its last id is eos."""
+        lengths = [len(p) + len(r) for p, r in zip(prompt_ids_list, response_ids_list)]
+        for i, (p, r) in enumerate(zip(prompt_ids_list, response_ids_list)):
+            if not p or not r:
+                raise ValueError(f"item {i}: empty {'prompt' if not p else 'response'} token ids")
+            if self.max_length is not None and lengths[i] > self.max_length:
+                raise ValueError(f"item {i}: prompt ({len(p)}) + response ({len(r)}) = {lengths[i]} "
+                                 f"tokens, longer than the model's context of {self.max_length}; "
+                                 "shorten it rather than mis-score it")
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+        batches, current = [], []
+        for i in order:  # longest first, so each batch's padding is what its first item sets
+            if current and lengths[current[0]] * (len(current) + 1) > self.batch_tokens:
+                batches.append(current)
+                current = []
+            current.append(i)
+        if current:
+            batches.append(current)
+        results: list[RewardResult | None] = [None] * len(lengths)
+        bar = tqdm(batches, desc="endogenous reward", unit="batch",
+                   disable=not progress or len(batches) < 2)
+        for batch in bar:
+            scored = self._score_batch([prompt_ids_list[i] for i in batch],
+                                       [response_ids_list[i] for i in batch])
+            for i, result in zip(batch, scored):
+                results[i] = result
+        return results
+
+    # -- internals
+    def _response_states(self, input_ids, attention_mask):
+        """Final hidden states [B, L, D] and the head that maps them to logits.
+
+        The head runs later only on response positions; a model whose head is more than a
+        linear map gets its full logits here instead (head = identity).
+        """
+        if self._plain_head:
+            base = self.model.get_decoder()
+            hidden = base(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            return hidden, self.model.get_output_embeddings()
+        logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+        return logits, (lambda x: x)
+
+    def _score_batch(self, p_list, r_list) -> list[RewardResult]:
+        pad = self.tokenizer.pad_token_id
+        L = max(len(p) + len(r) for p, r in zip(p_list, r_list))
+        input_ids = torch.full((len(p_list), L), pad, dtype=torch.long)
+        attention_mask = torch.zeros((len(p_list), L), dtype=torch.long)
+        for b, (p, r) in enumerate(zip(p_list, r_list)):  # right padding, whatever the tokenizer's side
+            input_ids[b, :len(p) + len(r)] = torch.tensor(p + r)
+            attention_mask[b, :len(p) + len(r)] = 1
+        input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
+        starts, T = [len(p) for p in p_list], [len(r) for r in r_list]
+        eos = self.tokenizer.eos_token_id
+        out = []
+        hidden, head = self._response_states(input_ids, attention_mask)
+        for b in range(len(p_list)):
+            actions = torch.tensor(r_list[b], device=self.device)
+            states = hidden[b, starts[b] - 1:starts[b] + T[b]]        # [t+1, D]: s_1 … s_{t+1}
+            # Chunked: per chunk only V and the chosen logit are kept, never [T, V] in fp32.
+            values, q = [], []
+            offset = 0
+            for h in states.split(self.chunk_size):
+                c = head(h).float()                                  # [n, V]
+                if not torch.isfinite(c).all():
+                    raise ValueError("the model produced NaN/inf logits; check the weights and dtype "
+                                     "(fp16 overflow?) before trusting any reward")
+                values.append(soft_value(c, self.alpha))
+                idx = actions[offset:offset + c.shape[0]]
+                q.append(c[: idx.shape[0]].gather(-1, idx.unsqueeze(-1)).squeeze(-1))
+                offset += c.shape[0]
+            values, q = torch.cat(values).cpu(), torch.cat(q).cpu()  # [t+1], [t]
+            ended = r_list[b][-1] == eos
+            if ended:
+                values[-1] = 0.0                                      # terminal state after eos
+            logprobs = (q - values[:-1]) / self.alpha
+            rewards = q - values[1:]
+            out.append(RewardResult(
+                token_ids=list(r_list[b]),
+                tokens=[self.tokenizer.decode([t]) for t in r_list[b]],
+                logprobs=logprobs, values=values[:-1], final_value=float(values[-1]),
+                rewards=rewards, total=float(rewards.sum()), ended=ended, alpha=self.alpha))
+        return out
+
+
+# ---------------------------------------------------------------- CLI: endorm-mini score
+def _score_command(args: argparse.Namespace) -> int:
+    from .zoo import load
+
+    model, tokenizer = load(args.model, device=args.device, dtype=args.dtype)
+    er = EndogenousReward(model, tokenizer, alpha=args.alpha, device=args.device)
+    result = er.score(args.prompt, args.response, system=args.system)
+    print(f"model {args.model}, α = {args.alpha}")
+    print(result.table())
+    if not math.isfinite(result.total):
+        warnings.warn("the total is not finite")
+    return 0
+
+
+def register_cli(sub) -> None:
+    p = sub.add_parser("score", help="per-token endogenous rewards of one response",
+                       description="Print the per-token endogenous reward table (eq. 12) and total.")
+    p.add_argument("--model", default="tiny-domains", help="zoo name, local path or hub name")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--response", required=True)
+    p.add_argument("--system", default=None, help="optional system prompt")
+    p.add_argument("--alpha", type=float, default=1.0, help="soft-Q temperature α (1 = the model's policy)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default=None, help="fp32, bf16 or fp16 (default: the model's own)")
+    p.set_defaults(func=_score_command)

@@ -1,0 +1,35 @@
+"""Shared fixtures: tiny randomly initialised HF models with the kit's character tokenizer."""
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+from endorm_mini.zoo import char_tokenizer
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    return char_tokenizer()
+
+
+def make_gpt2(tokenizer, seed=0, n_positions=128):
+    torch.manual_seed(seed)
+    config = GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=2,
+                        n_positions=n_positions, bos_token_id=tokenizer.bos_token_id,
+                        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    return GPT2LMHeadModel(config).eval()
+
+
+def make_llama(tokenizer, seed=0, tie=False):
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+                         max_position_embeddings=128, tie_word_embeddings=tie,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id)
+    return LlamaForCausalLM(config).eval()
+
+
+@pytest.fixture(params=["gpt2", "llama"])
+def tiny_model(request, tiny_tokenizer):
+    maker = make_gpt2 if request.param == "gpt2" else make_llama
+    return maker(tiny_tokenizer)
