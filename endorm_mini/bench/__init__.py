@@ -1,0 +1,1 @@
+"""RM-Bench, reward methods and the domain diagonal (DESIGN.md, issue 5)."""
