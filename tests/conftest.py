@@ -1,4 +1,9 @@
 """Shared fixtures: tiny randomly initialised HF models with the kit's character tokenizer."""
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
+os.environ.setdefault("MPLBACKEND", "Agg")
+
 import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
