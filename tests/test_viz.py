@@ -15,7 +15,7 @@ def test_token_reward_figure_and_html(tiny_tokenizer):
     assert ax.get_xlabel() and ax.get_ylabel()
     assert [t.get_text() for t in ax.get_xticklabels()][-1] == "</s>"
     page = tokens_html(result)
-    assert page.count("<span") == len(result.tokens) and "&lt;ok&gt;" in page
+    assert page.count("<span") == len(result.tokens) and "&lt;/s&gt;</span>" in page  # escaped
     assert f"{result.total:.3f}" in page
 
 
