@@ -1,0 +1,152 @@
+"""Reward methods against hand / full-forward computations, and the Bradley–Terry RM (eq. 4)."""
+import math
+
+import pytest
+import torch
+
+from conftest import make_gpt2, make_llama
+from endorm_mini.bench import methods
+from endorm_mini.bench.bradley_terry import BTConfig, bt_loss, train_bradley_terry
+from endorm_mini.chat import prompt_ids, response_ids
+from endorm_mini.reward import EndogenousReward
+
+PROMPT, SYSTEM = "Name a colour.", "You are terse."
+RESPONSES = ["red", "It is blue, mostly.", "green!", "a"]
+
+
+def full_forward(model, tok, prompt, continuation_ids, system=None):
+    """Reference: full fp32 log-softmax at every position; (log π [T], f(s,a) [T], V [T+1])."""
+    p = prompt_ids(tok, prompt, system)
+    with torch.no_grad():
+        f = model(torch.tensor([p + continuation_ids])).logits[0, len(p) - 1:].double()  # [T+1, V]
+    a = torch.tensor(continuation_ids)[:, None]
+    logprobs = torch.log_softmax(f[:-1], -1).gather(-1, a)[:, 0]
+    return logprobs, f[:-1].gather(-1, a)[:, 0], torch.logsumexp(f, -1)
+
+
+@pytest.fixture(scope="module")
+def er(tiny_tokenizer):
+    return EndogenousReward(make_llama(tiny_tokenizer, seed=1), tiny_tokenizer, device="cpu")
+
+
+def sum_logprobs(er, response, system=SYSTEM):
+    ids = response_ids(er.tokenizer, response)
+    return float(full_forward(er.model, er.tokenizer, PROMPT, ids, system)[0].sum())
+
+
+def test_endogenous_ranking_is_loglikelihood_ranking(er):
+    """V(s_1) is the same for every response to one prompt, so it cancels in comparisons."""
+    totals = methods.Endogenous(er)(PROMPT, RESPONSES, system=SYSTEM)
+    lls = [sum_logprobs(er, r) for r in RESPONSES]
+    for i in range(len(RESPONSES)):
+        for j in range(len(RESPONSES)):
+            assert totals[i] - totals[j] == pytest.approx(lls[i] - lls[j], abs=1e-4)
+    assert sorted(range(4), key=totals.__getitem__) == sorted(range(4), key=lls.__getitem__)
+
+
+def test_mean_logprob_is_sum_over_length_with_eos(er):
+    means = methods.MeanLogProb(er)(PROMPT, RESPONSES, system=SYSTEM)
+    for response, mean in zip(RESPONSES, means):
+        n_tokens = len(response) + 1  # one token per character, plus eos
+        assert mean == pytest.approx(sum_logprobs(er, response) / n_tokens, abs=1e-5)
+        assert mean != pytest.approx(sum_logprobs(er, response) / len(response), abs=1e-3)
+
+
+def test_discounted_sum_by_hand(er):
+    response, gamma = RESPONSES[1], 0.5
+    ids = response_ids(er.tokenizer, response)
+    _, q, values = full_forward(er.model, er.tokenizer, PROMPT, ids, SYSTEM)
+    values[-1] = 0.0                                             # terminal after eos
+    rewards = q - values[1:]                                     # eq. 12
+    want = sum(gamma ** h * float(r) for h, r in enumerate(rewards))
+    assert methods.DiscountedSum(er, gamma)(PROMPT, [response], SYSTEM)[0] == pytest.approx(want, abs=1e-4)
+    # γ = 1 is the endogenous sum itself.
+    assert methods.DiscountedSum(er, 1.0)(PROMPT, RESPONSES, SYSTEM) == pytest.approx(
+        methods.Endogenous(er)(PROMPT, RESPONSES, SYSTEM), abs=1e-5)
+    with pytest.raises(ValueError, match="gamma"):
+        methods.DiscountedSum(er, 0.0)
+
+
+def test_dpo_implicit_reward(er, tiny_tokenizer):
+    ref = EndogenousReward(make_llama(tiny_tokenizer, seed=2), tiny_tokenizer, device="cpu")
+    got = methods.DPOImplicit(er, ref, beta=0.3)(PROMPT, RESPONSES[:2], SYSTEM)
+    for response, value in zip(RESPONSES[:2], got):
+        assert value == pytest.approx(0.3 * (sum_logprobs(er, response) - sum_logprobs(ref, response)), abs=1e-4)
+    assert methods.DPOImplicit(er, er)(PROMPT, RESPONSES, SYSTEM) == pytest.approx([0.0] * 4, abs=1e-6)
+
+
+def test_generative_verifier_is_yes_probability(er):
+    verifier = methods.GenerativeVerifier(er)
+    got = verifier(PROMPT, RESPONSES[:2], SYSTEM)
+    yes = list(er.tokenizer("Yes", add_special_tokens=False)["input_ids"])
+    for response, value in zip(RESPONSES[:2], got):
+        logprobs, _, _ = full_forward(er.model, er.tokenizer, verifier.verifier_prompt(PROMPT, response), yes, SYSTEM)
+        assert value == pytest.approx(math.exp(float(logprobs.sum())), rel=1e-4)
+        assert 0.0 < value < 1.0
+    assert got[0] != pytest.approx(got[1], rel=1e-6)  # the answer is in the prompt: it matters
+    with pytest.raises(ValueError, match="question"):
+        methods.GenerativeVerifier(er, template="no fields")
+
+
+def test_random_is_seeded_and_order_free():
+    a, b = methods.RandomReward(0), methods.RandomReward(1)
+    assert a("p", ["x", "y"]) == a("p", ["x", "y"]) == a("p", ["y", "x"])[::-1]
+    assert a("p", ["x", "y"]) != b("p", ["x", "y"])
+    assert all(0 <= v < 1 for v in a("p", RESPONSES))
+
+
+def test_pairwise_accuracy_ties_are_wrong_and_pairs_validated():
+    constant = lambda prompt, responses, system=None: [1.0] * len(responses)
+    first_wins = lambda prompt, responses, system=None: [1.0, 0.0]
+    pairs = [("p", "c", "r"), {"prompt": "p", "chosen": "c", "rejected": "r", "system": "s"}]
+    assert methods.pairwise_accuracy(constant, pairs) == 0.0
+    assert methods.pairwise_accuracy(first_wins, pairs) == 1.0
+    with pytest.raises(ValueError, match="missing rejected"):
+        methods.pairwise_accuracy(first_wins, [{"prompt": "p", "chosen": "c"}])
+
+
+def test_make_method_by_name(tiny_tokenizer):
+    model = make_gpt2(tiny_tokenizer)
+    assert isinstance(methods.make_method("meanlogprob", model, tiny_tokenizer, device="cpu"), methods.MeanLogProb)
+    assert isinstance(methods.make_method("random"), methods.RandomReward)
+    with pytest.raises(ValueError, match="unknown reward method 'nope'"):
+        methods.make_method("nope", model, tiny_tokenizer)
+    with pytest.raises(ValueError, match="reference"):
+        methods.make_method("dpo", model, tiny_tokenizer, device="cpu")
+
+
+# ----------------------------------------------------------------------------- Bradley–Terry
+
+def test_bt_loss_by_hand():
+    r_c, r_r = torch.tensor([2.0, 0.0, 2.0]), torch.tensor([0.0, 1.0, 2.0])
+    # −log σ(d) = log(1 + e^{−d}) for d = 2, −1, 0
+    want = (math.log1p(math.exp(-2)) + math.log1p(math.exp(1)) + math.log(2)) / 3
+    assert float(bt_loss(r_c, r_r)) == pytest.approx(want, rel=1e-6)
+    assert float(bt_loss(r_r, r_c)) != pytest.approx(want, rel=1e-3)  # the order matters
+
+
+def test_bt_training_learns_its_pairs_and_leaves_the_lm_alone(tiny_tokenizer):
+    model = make_gpt2(tiny_tokenizer, seed=3)
+    before = [p.clone() for p in model.parameters()]
+    # The preferred answers share a marker the LM's features can see.
+    pairs = [(f"q{k}?", f"yes {k} ok", f"no {k} bad") for k in range(24)]
+    untrained, _ = train_bradley_terry(model, tiny_tokenizer, pairs, BTConfig(steps=0, device="cpu", progress=False))
+    rm, history = train_bradley_terry(model, tiny_tokenizer, pairs,
+                                      BTConfig(steps=150, lr=5e-2, device="cpu", progress=False))
+    acc_before = methods.pairwise_accuracy(untrained, pairs)
+    acc_after = methods.pairwise_accuracy(rm, pairs)
+    assert acc_after >= 0.95 and acc_after > acc_before
+    assert sum(history[-10:]) / 10 < sum(history[:10]) / 10
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert len(rm("q0?", ["yes", "no", "maybe"])) == 3
+
+
+def test_bt_finetuning_copies_the_backbone(tiny_tokenizer):
+    model = make_gpt2(tiny_tokenizer, seed=4)
+    before = [p.clone() for p in model.parameters()]
+    pairs = [(f"q{k}?", f"yes {k}", f"no {k}") for k in range(8)]
+    rm, history = train_bradley_terry(model, tiny_tokenizer, pairs, BTConfig(
+        steps=5, lr=1e-3, batch_size=4, train_backbone=True, device="cpu", progress=False))
+    assert len(history) == 5
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(before, rm.backbone.parameters()))
