@@ -1,1 +1,142 @@
-"""RM-Bench, reward methods and the domain diagonal (DESIGN.md, issue 5)."""
+"""RM-Bench rebuilt, reward methods, and the domain diagonal (DESIGN.md; PAPER.md §7 Q1–Q2).
+
+- ``rmbench``:       load RM-Bench (files or Hugging Face), score Easy / Normal / Hard
+- ``methods``:       reward methods with one interface, over ``EndogenousReward``
+- ``bradley_terry``: a trained Bradley–Terry reward model (eq. 4), the trained baseline
+- ``runner``:        score a benchmark into ``rewards.jsonl`` incrementally, resumable
+- ``diagonal``:      one reward per system prompt, evaluated on every persona's pairs
+
+Commands: ``endorm-mini rmbench`` and ``endorm-mini diagonal`` (registered here).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from . import rmbench
+from .methods import METHODS
+
+
+def _load_model(name: str, device: str, dtype):
+    """(model, tokenizer) for a zoo name, a local folder or a hub name (``zoo.load``)."""
+    from ..zoo import load
+
+    return load(name, device=device, dtype=dtype)
+
+
+def _rmbench_items(args) -> tuple[list[dict], list[str], str]:
+    """(items, problems, data label) for ``--data mini`` or a path."""
+    if args.data == "mini":
+        from .. import tasks
+
+        raw = tasks.mini_rmbench(args.mini_n, seed=args.seed)
+        items = [rmbench.validate_item(it, f"mini-bench, index {k}") for k, it in enumerate(raw)]
+        return items, [], f"mini(n={args.mini_n}, seed={args.seed})"
+    items, problems = rmbench.read_items(args.data)
+    if problems and not args.skip_invalid:
+        more = f" (and {len(problems) - 1} more; --skip-invalid scores the rest)" if len(problems) > 1 else \
+            " (--skip-invalid scores the rest)"
+        raise ValueError(problems[0] + more)
+    return items, problems, str(Path(args.data).resolve())
+
+
+def _rmbench_command(args: argparse.Namespace) -> int:
+    from .methods import make_method
+    from .runner import run_rmbench
+
+    items, problems, data = _rmbench_items(args)
+    for problem in problems:
+        print(f"skipped: {problem}")
+    model = tokenizer = reference = None
+    if args.method != "random":
+        model, tokenizer = _load_model(args.model, args.device, args.dtype)
+    if args.method == "dpo":
+        if not args.ref_model:
+            raise ValueError("--method dpo needs --ref-model (the reference the policy was trained from)")
+        reference = _load_model(args.ref_model, args.device, args.dtype)
+    method = make_method(args.method, model, tokenizer, alpha=args.alpha, gamma=args.gamma, beta=args.beta,
+                         reference=reference, seed=args.seed, device=args.device)
+    meta = {"model": None if args.method == "random" else args.model, "method": args.method, "data": data,
+            "alpha": args.alpha, "gamma": args.gamma if args.method == "discounted" else None,
+            "beta": args.beta if args.method == "dpo" else None, "ref_model": args.ref_model,
+            "dtype": args.dtype, "seed": args.seed if args.method == "random" else None}
+    table = run_rmbench(items, method, args.out, meta=meta, limit=args.limit, system=args.system,
+                        skipped=problems, progress=not args.no_progress)
+    print(f"RM-Bench accuracy (%) of {args.method} rewards from {meta['model'] or 'a seeded coin'}, "
+          f"{table['overall']['n']} items:")
+    print(rmbench.format_table(table))
+    if problems:
+        print(f"{len(problems)} invalid item(s) skipped (listed above and in summary.json)")
+    print(f"rewards: {Path(args.out) / 'rewards.jsonl'}  table: {Path(args.out) / 'summary.json'}")
+    return 0
+
+
+def _diagonal_command(args: argparse.Namespace) -> int:
+    import matplotlib.pyplot as plt
+
+    from .. import tasks
+    from .diagonal import diagonal_dominates, format_matrix, persona_diagonal, plot_diagonal
+    from .methods import make_method
+
+    personas = [p.strip() for p in args.domains.split(",")] if args.domains else list(tasks.PERSONAS)
+    for persona in personas:
+        tasks.persona_system(persona)  # unknown names fail here, with the known ones listed
+    model, tokenizer = _load_model(args.model, args.device, args.dtype)
+    method = make_method(args.method, model, tokenizer, alpha=args.alpha, device=args.device)
+    matrix, rows, columns = persona_diagonal(method, personas, n=args.n, seed=args.seed,
+                                             progress=not args.no_progress)
+    print(f"pairwise accuracy (%) of {args.method} rewards from {args.model}: "
+          f"rows = system prompt of the reward, columns = persona of the pairs ({args.n} pairs each)")
+    print(format_matrix(matrix, rows, columns))
+    dominates = diagonal_dominates(matrix, rows, columns)
+    print(f"diagonal dominates its row: {sum(dominates.values())}/{len(dominates)} personas")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    fig = plot_diagonal(matrix, rows, columns, path=out / "diagonal.png",
+                        title=f"{args.method} reward of {args.model}: one judge per system prompt")
+    plt.close(fig)
+    (out / "diagonal.json").write_text(json.dumps(
+        {"rows": rows, "columns": columns, "accuracy": matrix.tolist(), "dominates": dominates,
+         "model": args.model, "method": args.method, "n": args.n, "seed": args.seed}, indent=2) + "\n")
+    print(f"heatmap: {out / 'diagonal.png'}  matrix: {out / 'diagonal.json'}")
+    return 0
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="tiny-domains", help="zoo name, local folder or Hugging Face name")
+    p.add_argument("--alpha", type=float, default=1.0, help="soft-Q temperature α (1 = the model's own policy)")
+    p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, ...")
+    p.add_argument("--dtype", default=None, help="fp32, bf16 or fp16 (default: the model's own)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the generated data and of --method random")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def register_cli(sub) -> None:
+    p = sub.add_parser("rmbench", help="score RM-Bench (or the tiny world's mini-bench) with a reward method",
+                       description="Score every item's 3 chosen and 3 rejected responses, write "
+                                   "DIR/rewards.jsonl as it goes (a rerun resumes), DIR/summary.json and "
+                                   "print Easy/Normal/Hard per domain.")
+    _common(p)
+    p.add_argument("--data", default="mini", help="'mini' (generated offline), an RM-Bench JSON/JSONL "
+                                                  "file, or the benchmark's data/ folder")
+    p.add_argument("--method", default="endogenous", choices=METHODS)
+    p.add_argument("--out", required=True, help="output folder (rewards.jsonl, summary.json, run.json)")
+    p.add_argument("--limit", type=int, default=None, help="score only the first N items (a quick look)")
+    p.add_argument("--skip-invalid", action="store_true", help="skip malformed items instead of stopping")
+    p.add_argument("--system", default=None, help="a system prompt for every item (promptable rewards)")
+    p.add_argument("--gamma", type=float, default=0.99, help="discount of --method discounted")
+    p.add_argument("--beta", type=float, default=0.1, help="β of --method dpo")
+    p.add_argument("--ref-model", default=None, help="reference model of --method dpo")
+    p.add_argument("--mini-n", type=int, default=20, help="items per domain of --data mini")
+    p.set_defaults(func=_rmbench_command)
+
+    d = sub.add_parser("diagonal", help="one reward per persona system prompt, on every persona's pairs",
+                       description="The domain diagonal (PAPER.md §7 Q2): prints the accuracy matrix "
+                                   "and saves DIR/diagonal.png and DIR/diagonal.json.")
+    _common(d)
+    d.add_argument("--domains", default=None, help="comma-separated personas (default: the tiny world's four)")
+    d.add_argument("--method", default="endogenous", choices=[m for m in METHODS if m != "dpo"])
+    d.add_argument("--n", type=int, default=20, help="preference pairs per persona")
+    d.add_argument("--out", default="diagonal", help="output folder for the heatmap and matrix")
+    d.set_defaults(func=_diagonal_command)

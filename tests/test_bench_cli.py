@@ -1,0 +1,148 @@
+"""`endorm-mini rmbench` and `endorm-mini diagonal`: incremental output, resume, bad input."""
+import json
+
+import pytest
+
+import endorm_mini.bench as bench
+from conftest import make_gpt2
+from endorm_mini.bench import rmbench
+from endorm_mini.bench.runner import run_rmbench
+from endorm_mini import cli
+from endorm_mini.cli import main
+
+
+def make_item(k, subset):
+    return {"id": f"{subset}-{k}", "prompt": f"Say {k}.", "domain": subset,
+            "chosen": [f"{k}", f"It is {k}.", f"**{k}**"], "rejected": [f"{k + 1}", f"It is {k + 1}.", f"**{k + 1}**"]}
+
+
+@pytest.fixture
+def bench_file(tmp_path):
+    items = [make_item(k, s) for s in ("chat", "math", "safety-refuse") for k in range(3)]
+    path = tmp_path / "total_dataset.json"
+    path.write_text(json.dumps(items))
+    return path
+
+
+@pytest.fixture
+def tiny_loader(monkeypatch, tiny_tokenizer):
+    """Stand-in for the zoo: a tiny random GPT-2 for any model name."""
+    calls = []
+
+    def load(name, device, dtype):
+        calls.append(name)
+        return make_gpt2(tiny_tokenizer, seed=len(calls)), tiny_tokenizer
+
+    monkeypatch.setattr(bench, "_load_model", load)
+    return calls
+
+
+@pytest.fixture(autouse=True)
+def only_bench_commands(monkeypatch):
+    """The real `endorm-mini` entry point, with only this module's commands registered."""
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ["endorm_mini.bench"])
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_limit_then_resume_without_rescoring(bench_file, tmp_path, tiny_loader, capsys):
+    out = tmp_path / "run"
+    args = ["rmbench", "--model", "tiny", "--data", str(bench_file), "--out", str(out), "--no-progress"]
+    assert main(args + ["--limit", "4"]) == 0
+    first = read_jsonl(out / "rewards.jsonl")
+    assert [r["id"] for r in first] == ["chat-0", "chat-1", "chat-2", "math-0"]
+    assert json.loads((out / "summary.json").read_text())["n_items"] == 4
+    # Plant a marker in a finished line: a rescored item would lose it.
+    first[0]["chosen"] = [1e6, 1e6, 1e6]
+    (out / "rewards.jsonl").write_text("".join(json.dumps(r) + "\n" for r in first))
+    assert main(args) == 0
+    records = read_jsonl(out / "rewards.jsonl")
+    assert len(records) == 9 and records[0]["chosen"] == [1e6, 1e6, 1e6] and records[1:4] == first[1:4]
+    summary = json.loads((out / "summary.json").read_text())
+    # The printed table is recomputable from rewards.jsonl.
+    assert summary["scores"] == rmbench.score(records, records)
+    assert set(summary["scores"]) == {"chat", "math", "safety", "overall"}
+    printed = capsys.readouterr().out
+    assert "overall" in printed and "easy" in printed and f"{100 * summary['scores']['chat']['hard']:.1f}" in printed
+
+
+def test_interrupted_run_keeps_finished_lines_and_cuts_a_torn_one(tmp_path):
+    items = [rmbench.validate_item(make_item(k, "chat"), "test") for k in range(5)]
+    calls, interrupt_at = [], [3]
+
+    def flaky(prompt, responses, system=None):
+        calls.append(prompt)
+        if len(calls) == interrupt_at[0]:
+            raise KeyboardInterrupt
+        return [float(len(r)) for r in responses]
+
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        run_rmbench(items, flaky, out, meta={"method": "len"}, progress=False)
+    assert len(read_jsonl(out / "rewards.jsonl")) == 2
+    with open(out / "rewards.jsonl", "a") as f:
+        f.write('{"id": "chat-2", "domain": "ch')          # a crash in the middle of a write
+    calls.clear()
+    interrupt_at[0] = None
+    table = run_rmbench(items, flaky, out, meta={"method": "len"}, progress=False)
+    assert calls == ["Say 2.", "Say 3.", "Say 4."]            # only the unfinished items
+    assert [r["id"] for r in read_jsonl(out / "rewards.jsonl")] == [f"chat-{k}" for k in range(5)]
+    assert table["chat"]["n"] == 5
+
+
+def test_other_settings_refuse_to_mix_into_a_folder(bench_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    base = ["rmbench", "--method", "random", "--data", str(bench_file), "--out", str(out), "--no-progress"]
+    assert main(base) == 0
+    assert main(base[:-1] + ["--seed", "1", "--no-progress"]) == 2
+    assert "another run" in capsys.readouterr().err
+
+
+def test_malformed_item_names_file_index_and_id(bench_file, tmp_path, capsys):
+    items = json.loads(bench_file.read_text())
+    items[4]["rejected"] = items[4]["rejected"][:2]
+    items[6]["chosen"][0] = ""
+    bench_file.write_text(json.dumps(items))
+    out = tmp_path / "run"
+    base = ["rmbench", "--method", "random", "--data", str(bench_file), "--out", str(out), "--no-progress"]
+    assert main(base) == 2
+    err = capsys.readouterr().err
+    assert str(bench_file) in err and "index 4" in err and "'math-1'" in err and "--skip-invalid" in err
+    assert not (out / "rewards.jsonl").exists()
+    assert main(base + ["--skip-invalid"]) == 0
+    printed = capsys.readouterr().out
+    assert "skipped:" in printed and "'math-1'" in printed and "'safety-refuse-0'" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_items"] == 7 and len(summary["skipped"]) == 2
+
+
+def test_mini_bench_with_a_model_method(tmp_path, tiny_loader, capsys):
+    out = tmp_path / "mini"
+    assert main(["rmbench", "--data", "mini", "--mini-n", "2", "--method", "meanlogprob",
+                 "--out", str(out), "--no-progress"]) == 0
+    records = read_jsonl(out / "rewards.jsonl")
+    assert {r["domain"] for r in records} == {"chat", "code", "math", "safety"}
+    assert tiny_loader == ["tiny-domains"]
+    assert json.loads((out / "run.json").read_text())["method"] == "meanlogprob"
+
+
+def test_dpo_needs_a_reference(bench_file, tmp_path, tiny_loader, capsys):
+    args = ["rmbench", "--data", str(bench_file), "--method", "dpo", "--out", str(tmp_path / "d"), "--no-progress"]
+    assert main(args) == 2 and "--ref-model" in capsys.readouterr().err
+    assert main(args + ["--ref-model", "other", "--limit", "2"]) == 0
+    assert tiny_loader[-2:] == ["tiny-domains", "other"]
+
+
+def test_diagonal_command_writes_heatmap_and_matrix(tmp_path, tiny_loader, capsys):
+    out = tmp_path / "diag"
+    assert main(["diagonal", "--domains", "Academy,Business", "--n", "3", "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "Academy" in printed and "Business" in printed
+    saved = json.loads((out / "diagonal.json").read_text())
+    assert saved["rows"] == saved["columns"] == ["Academy", "Business"]
+    assert len(saved["accuracy"]) == 2 and all(0 <= v <= 1 for row in saved["accuracy"] for v in row)
+    assert (out / "diagonal.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["diagonal", "--domains", "Nobody", "--out", str(out)]) == 2
+    assert "unknown persona" in capsys.readouterr().err
