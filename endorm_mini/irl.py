@@ -94,6 +94,9 @@ def inverse_soft_q(mdp: TabularMDP, demos: Trajectories, alpha: float = 1.0,
 def reward_from_q(mdp: TabularMDP, Q: torch.Tensor, alpha: float) -> torch.Tensor:
     """Eq. 8 with γ = 1: ``r̂_h(s, a) = Q_h(s, a) − V_Q,h+1(s')``, with ``V_Q,H+1 = 0``.
 
+    Terminal states (``mdp.terminal``, the state after ``eos``) have V = 0 and r̂ = 0,
+    as in the endogenous reward's contract (DESIGN.md).
+
     Q [H, S, A] -> r̂ [H, S, A]. By construction Q is the soft-Q of r̂ (the soft Bellman
     equation holds exactly), so ``soft_value_iteration(mdp, alpha, reward=r̂).policy ==
     softmax(Q/α)``: the recovered reward reproduces the fitted policy.
@@ -104,7 +107,10 @@ def reward_from_q(mdp: TabularMDP, Q: torch.Tensor, alpha: float) -> torch.Tenso
         raise ValueError(f"Q must be [H, S, A] = {list(shape)}, got {tuple(Q.shape)}")
     V = torch.zeros(mdp.horizon + 1, mdp.num_states, dtype=DTYPE)
     V[:-1] = soft_value(Q, alpha)                                         # [H+1, S], V[H] = 0
-    return Q - V[1:][:, mdp.next_state]                                   # V[h+1][s'] for each (s, a)
+    V[:, mdp.terminal] = 0.0                                              # after eos: V = 0
+    r_hat = Q - V[1:][:, mdp.next_state]                                  # V[h+1][s'] for each (s, a)
+    r_hat[:, mdp.terminal] = 0.0                                          # nothing is earned there
+    return r_hat
 
 
 def fit_potential(mdp: TabularMDP, r_true: torch.Tensor, r_hat: torch.Tensor,
@@ -113,12 +119,12 @@ def fit_potential(mdp: TabularMDP, r_true: torch.Tensor, r_hat: torch.Tensor,
 
     ``Φ_{H+1} = 0`` is fixed: a potential on the final state would change which final
     states are preferred, which is not shaping. ``mask`` is [H, S] or [H, S, A] bool,
-    default ``reachable(mdp)``. Returns ``(Φ [H+1, S], residual [H, S, A])``, the
-    residual being 0 outside the mask.
+    default: the reachable, non-terminal states. Returns ``(Φ [H+1, S], residual
+    [H, S, A])``, the residual being 0 outside the mask.
     """
     r_true, r_hat = reward_table(mdp, r_true), reward_table(mdp, r_hat)
     H, S, A = r_true.shape
-    mask = reachable(mdp) if mask is None else torch.as_tensor(mask, dtype=torch.bool)
+    mask = reachable(mdp) & ~mdp.terminal if mask is None else torch.as_tensor(mask, dtype=torch.bool)
     if mask.shape == (H, S):
         mask = mask[:, :, None].expand(H, S, A)
     if mask.shape != (H, S, A):
@@ -142,6 +148,7 @@ def shaping_residual(mdp: TabularMDP, r_true: torch.Tensor, r_hat: torch.Tensor,
                      mask: torch.Tensor | None = None) -> float:
     """``max |r̂ − r − (Φ_h(s) − Φ_{h+1}(s'))|`` with the best Φ: 0 iff "equal up to shaping".
 
-    Measured on ``mask`` (default: every reachable (h, s), all actions), see ``fit_potential``.
+    Measured on ``mask`` (default: every reachable non-terminal (h, s), all actions),
+    see ``fit_potential``.
     """
     return float(fit_potential(mdp, r_true, r_hat, mask)[1].abs().max())

@@ -47,11 +47,17 @@ class TabularMDP:
     """H: the number of actions taken in an episode."""
     initial: torch.Tensor
     """[S] float64: the distribution of the start state s_1 (sums to 1)."""
+    terminal: torch.Tensor | None = None
+    """[S] bool, optional: states where the episode is over (the padding after ``eos``):
+    absorbing, reward 0, and ``V = 0`` (no choices are left, so no entropy either)."""
 
     def __post_init__(self):
         self.next_state = torch.as_tensor(self.next_state, dtype=torch.long)
         self.reward = torch.as_tensor(self.reward, dtype=DTYPE)
         self.initial = torch.as_tensor(self.initial, dtype=DTYPE)
+        S = self.next_state.shape[0] if self.next_state.dim() == 2 else 0
+        self.terminal = (torch.zeros(S, dtype=torch.bool) if self.terminal is None
+                         else torch.as_tensor(self.terminal, dtype=torch.bool))
         if self.next_state.dim() != 2:
             raise ValueError(f"next_state must be [S, A], got shape {tuple(self.next_state.shape)}")
         S, A = self.next_state.shape
@@ -64,6 +70,12 @@ class TabularMDP:
                 or bool((self.initial < 0).any()):
             raise ValueError(f"initial must be a distribution over {S} states, "
                              f"got shape {tuple(self.initial.shape)}, sum {float(self.initial.sum()):.4g}")
+        if self.terminal.shape != (S,):
+            raise ValueError(f"terminal must be [S] = [{S}] bool, got {tuple(self.terminal.shape)}")
+        if not bool(self.terminal[self.next_state[self.terminal]].all()):
+            raise ValueError("terminal states must be absorbing: next_state of a terminal state is terminal")
+        if bool(reward_table(self)[:, self.terminal].ne(0).any()):
+            raise ValueError("terminal states earn no reward: set reward[terminal] = 0")
 
     @property
     def num_states(self) -> int:
@@ -96,7 +108,8 @@ def soft_value_iteration(mdp: TabularMDP, alpha: float, reward: torch.Tensor | N
     """Soft Bellman backup from the horizon down (PAPER.md §4, γ = 1).
 
     ``Q_h(s,a) = r_h(s,a) + V_{h+1}(s')``, ``V_h(s) = α logsumexp(Q_h(s,·)/α)``,
-    ``V_{H+1} = 0``; the soft-optimal policy is ``π_h(·|s) = softmax(Q_h(s,·)/α)``.
+    ``V_{H+1} = 0`` and ``V = 0`` at terminal states; the soft-optimal policy is
+    ``π_h(·|s) = softmax(Q_h(s,·)/α)`` (uniform, and irrelevant, at terminal states).
     ``reward`` overrides the MDP's (e.g. a recovered reward, eq. 8).
     """
     if alpha <= 0:
@@ -108,6 +121,7 @@ def soft_value_iteration(mdp: TabularMDP, alpha: float, reward: torch.Tensor | N
     for h in reversed(range(H)):
         Q[h] = r[h] + V[h + 1][mdp.next_state]              # [S, A]
         V[h] = alpha * torch.logsumexp(Q[h] / alpha, dim=-1)
+        V[h, mdp.terminal] = 0.0                             # the episode is over there
     return SoftQ(Q, V, torch.softmax(Q / alpha, dim=-1))
 
 
@@ -123,7 +137,7 @@ def hard_value_iteration(mdp: TabularMDP, reward: torch.Tensor | None = None) ->
     V = torch.zeros(H + 1, S, dtype=DTYPE)
     for h in reversed(range(H)):
         Q[h] = r[h] + V[h + 1][mdp.next_state]
-        V[h] = Q[h].max(dim=-1).values
+        V[h] = Q[h].max(dim=-1).values                       # (0 at terminal states already)
     policy = torch.nn.functional.one_hot(Q.argmax(dim=-1), A).to(DTYPE)
     return SoftQ(Q, V, policy)
 
@@ -257,7 +271,7 @@ class TokenMDP:
 
         Taking a token in a non-terminal prefix earns ``reward_fn(prefix, token)`` and
         leads to the longer prefix, or to the absorbing state if the response is over;
-        the absorbing state earns 0 forever (the padding after ``eos``).
+        the absorbing state is ``terminal``: reward 0 and V = 0 (the padding after ``eos``).
         """
         prefixes = self.prefixes()
         index = {p: i for i, p in enumerate(prefixes)}
@@ -272,7 +286,9 @@ class TokenMDP:
                 reward[i, a] = float(reward_fn(p, a))
         initial = torch.zeros(S, dtype=DTYPE)
         initial[index[()]] = 1.0
-        return TabularMDP(next_state, reward, self.horizon, initial), prefixes
+        terminal = torch.zeros(S, dtype=torch.bool)
+        terminal[done] = True
+        return TabularMDP(next_state, reward, self.horizon, initial, terminal), prefixes
 
 
 def _probs(policy_fn: PolicyFn, prefix: tuple, vocab_size: int) -> torch.Tensor:
