@@ -1,0 +1,273 @@
+"""``endorm-mini build-lessons``: learner notebooks from the master notebooks.
+
+``solutions/NN_name.ipynb`` are the masters: complete, run, committed with outputs. In
+them an exercise is a code cell headed ``# EXERCISE N.M`` whose answer sits between
+``# BEGIN SOLUTION`` and ``# END SOLUTION`` lines; a later cell calls
+``check("N.M", fn)``. The learner's copy ``lessons/NN_name.ipynb`` has every such region
+replaced by ``raise NotImplementedError("exercise N.M")`` at the region's indentation,
+cells tagged ``solution-only`` or ``instructor`` removed, outputs and execution counts
+cleared, and metadata stripped to the kernelspec and language info.
+
+Authoring helpers: ``--execute`` re-runs masters in place to refresh their stored
+outputs, and ``python -m endorm_mini.notebooks SRC.py OUT.ipynb`` turns a percent-format
+script (``# %%`` / ``# %% [markdown]`` cells) into a notebook (and back, given an .ipynb).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+
+BEGIN, END = "# BEGIN SOLUTION", "# END SOLUTION"
+EXERCISE_RE = re.compile(r"^#\s*EXERCISE\s+(\d+\.\d+)\b", re.M)         # the exercise cell header
+CHECK_RE = re.compile(r"""\bcheck\(\s*["'](\d+\.\d+)["']""")             # a check cell's call
+LESSON_RE = re.compile(r"(?:^|\D)(\d\d)_\w+\.ipynb$")                       # NN_name.ipynb
+REMOVED_TAGS = {"solution-only", "instructor"}
+KEPT_METADATA = ("kernelspec", "language_info")
+
+
+def lesson_number(path: str | Path) -> int | None:
+    """``NN`` of ``…/NN_name.ipynb`` (also of a Colab copy such as ``Copy of 04_x.ipynb``)."""
+    m = LESSON_RE.search(Path(path).name)
+    return int(m.group(1)) if m else None
+
+
+def exercise_ids(source: str) -> list[str]:
+    return EXERCISE_RE.findall(source)
+
+
+def check_ids(source: str) -> list[str]:
+    return CHECK_RE.findall(source)
+
+
+def strip_solutions(source: str, exercise_id: str) -> str:
+    """Replace each BEGIN/END SOLUTION region by a stub raising ``NotImplementedError``."""
+    out, inside = [], False
+    for line in source.split("\n"):
+        marker = line.strip()
+        if marker == BEGIN:
+            if inside:
+                raise ValueError(f"exercise {exercise_id}: nested {BEGIN!r}")
+            inside = True
+            indent = line[: len(line) - len(line.lstrip())]
+            out.append(f'{indent}raise NotImplementedError("exercise {exercise_id}")')
+        elif marker == END:
+            if not inside:
+                raise ValueError(f"exercise {exercise_id}: {END!r} without {BEGIN!r}")
+            inside = False
+        elif not inside:
+            out.append(line)
+    if inside:
+        raise ValueError(f"exercise {exercise_id}: {BEGIN!r} without {END!r}")
+    return "\n".join(out)
+
+
+def clean(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """A copy with outputs, execution counts and all metadata but kernelspec/language_info
+    and cell tags removed (also drops Colab's and widgets' state)."""
+    nb = nbformat.from_dict(json.loads(json.dumps(nb)))
+    nb.metadata = {k: nb.metadata[k] for k in KEPT_METADATA if k in nb.metadata}
+    nb.metadata.setdefault("kernelspec", {"display_name": "Python 3", "language": "python",
+                                          "name": "python3"})
+    for cell in nb.cells:
+        tags = cell.get("metadata", {}).get("tags", [])
+        cell.metadata = {"tags": tags} if tags else {}
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    return nb
+
+
+def validate(nb: nbformat.NotebookNode, path: str | Path) -> list[str]:
+    """The authoring rules a master breaks (empty when it follows them all)."""
+    from .grading import INSTALL_SPEC
+    problems, name = [], Path(path).name
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    if not code or INSTALL_SPEC not in code[0].source or "setup_notebook(" not in code[0].source:
+        problems.append(f"{name}: the first code cell must be the setup cell "
+                        "(endorm_mini.grading.setup_cell(...)) installing "
+                        f"{INSTALL_SPEC!r} and calling setup_notebook()")
+    lesson, exercise_at, check_at = lesson_number(path), {}, {}
+    for i, cell in enumerate(code):
+        ids, calls = exercise_ids(cell.source), check_ids(cell.source)
+        has_region = BEGIN in cell.source
+        if has_region and len(ids) != 1:
+            problems.append(f"{name} code cell {i}: a cell with {BEGIN!r} needs exactly one "
+                            f"'# EXERCISE N.M' header, found {ids or 'none'}")
+        if ids and not has_region:
+            problems.append(f"{name} code cell {i}: exercise {ids[0]} has no {BEGIN!r} region")
+        if len(calls) > 1:
+            problems.append(f"{name} code cell {i}: one check() per cell, found {calls}")
+        for eid in ids:
+            if lesson is not None and int(eid.split(".")[0]) != lesson:
+                problems.append(f"{name}: exercise {eid} does not belong to lesson {lesson:02d}")
+            if eid in exercise_at:
+                problems.append(f"{name}: exercise {eid} appears twice")
+            exercise_at[eid] = i
+        for eid in calls:
+            check_at.setdefault(eid, i)
+    for eid, i in exercise_at.items():
+        if eid not in check_at or check_at[eid] <= i:
+            problems.append(f"{name}: exercise {eid} needs a check({eid!r}, ...) in a later cell")
+    if lesson is not None and exercise_at:
+        from . import checks
+        registered = {ex.id for ex in checks.all_exercises() if ex.lesson == lesson}
+        if registered != set(exercise_at):
+            problems.append(f"{name}: exercises in the notebook {sorted(exercise_at)} differ "
+                            f"from those in endorm_mini/checks/lesson{lesson:02d}.py {sorted(registered)}")
+    return problems
+
+
+def lesson_from_solution(nb: nbformat.NotebookNode, path: str | Path) -> nbformat.NotebookNode:
+    """The learner's copy of master ``nb`` (raises ``ValueError`` listing broken rules)."""
+    problems = validate(nb, path)
+    if problems:
+        raise ValueError("; ".join(problems))
+    lesson = clean(nb)
+    lesson.cells = [c for c in lesson.cells
+                    if not REMOVED_TAGS & set(c.get("metadata", {}).get("tags", []))]
+    for cell in lesson.cells:
+        if cell.cell_type == "code" and BEGIN in cell.source:
+            cell.source = strip_solutions(cell.source, exercise_ids(cell.source)[0])
+    return lesson
+
+
+def _text(nb: nbformat.NotebookNode) -> str:
+    text = nbformat.writes(nb)
+    return text if text.endswith("\n") else text + "\n"
+
+
+def build_lessons(solutions: Path, lessons: Path, check: bool = False) -> list[str]:
+    """Write (or with ``check``, only compare) every lesson; returns the files that differ."""
+    masters = sorted(Path(solutions).glob("[0-9][0-9]_*.ipynb"))
+    if not masters:
+        raise FileNotFoundError(f"no NN_*.ipynb masters in {solutions}")
+    differ = []
+    for master in masters:
+        target = Path(lessons) / master.name
+        text = _text(lesson_from_solution(nbformat.read(master, as_version=4), master))
+        if not target.exists() or target.read_text(encoding="utf-8") != text:
+            differ.append(str(target))
+            if not check:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(text, encoding="utf-8")
+    for orphan in sorted(set(Path(lessons).glob("[0-9][0-9]_*.ipynb"))
+                         - {Path(lessons) / m.name for m in masters}):
+        differ.append(f"{orphan} (no master in {solutions})")
+        if not check:
+            orphan.unlink()
+    return differ
+
+
+def run(nb: nbformat.NotebookNode, cwd: str | Path, timeout: float = 600) -> nbformat.NotebookNode:
+    """Execute ``nb`` in place, top to bottom, in a kernel of this Python environment, with
+    ``PYTHONHASHSEED=0``; stops at the first error (``nbclient.CellExecutionError``)."""
+    from jupyter_client.manager import KernelManager
+    from nbclient import NotebookClient
+    from nbval.kernel import CURRENT_ENV_KERNEL_NAME, NbvalKernelspecManager
+
+    km = KernelManager(kernel_name=CURRENT_ENV_KERNEL_NAME,
+                       kernel_spec_manager=NbvalKernelspecManager())
+    client = NotebookClient(nb, km=km, timeout=timeout, record_timing=False,
+                            store_widget_state=False)
+    client.execute(cwd=str(cwd), env={**os.environ, "PYTHONHASHSEED": "0"})
+    return nb
+
+
+def execute(path: Path, timeout: float = 600) -> float:
+    """Re-run master ``path`` (cwd = its folder, as nbval does) and store its outputs in
+    place; returns the wall time in seconds."""
+    nb = nbformat.read(path, as_version=4)
+    start = time.perf_counter()
+    run(nb, Path(path).parent, timeout)
+    seconds = time.perf_counter() - start
+    nb.metadata = {k: nb.metadata[k] for k in KEPT_METADATA if k in nb.metadata}
+    Path(path).write_text(_text(nb), encoding="utf-8")
+    return seconds
+
+
+# ---------------------------------------------------------------- percent-format sources
+_CELL_RE = re.compile(r"^# %%(?P<md> \[markdown\])?(?:\s+tags=(?P<tags>\[.*\]))?\s*$")
+
+
+def from_percent(text: str) -> nbformat.NotebookNode:
+    """A notebook from ``# %%`` code cells and ``# %% [markdown]`` cells (lines ``# ...``);
+    ``# %% tags=["solution-only"]`` sets tags. Cell ids are content hashes (stable)."""
+    cells, current = [], None
+    for line in text.split("\n"):
+        if m := _CELL_RE.match(line):
+            current = {"md": bool(m["md"]), "tags": json.loads(m["tags"] or "[]"), "lines": []}
+            cells.append(current)
+        elif current is not None:
+            current["lines"].append(re.sub(r"^# ?", "", line) if current["md"] else line)
+    nb, seen = nbformat.v4.new_notebook(), set()
+    for c in cells:
+        source = "\n".join(c["lines"]).strip("\n")
+        cell = (nbformat.v4.new_markdown_cell if c["md"] else nbformat.v4.new_code_cell)(source)
+        cell.metadata = {"tags": c["tags"]} if c["tags"] else {}
+        cell.id = hashlib.sha1(source.encode()).hexdigest()[:8]
+        while cell.id in seen:
+            cell.id = hashlib.sha1(cell.id.encode()).hexdigest()[:8]
+        seen.add(cell.id)
+        nb.cells.append(cell)
+    nb.metadata = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+                   "language_info": {"name": "python"}}
+    return nb
+
+
+def to_percent(nb: nbformat.NotebookNode) -> str:
+    """The inverse of :func:`from_percent` (outputs are dropped)."""
+    parts = []
+    for cell in nb.cells:
+        tags = cell.get("metadata", {}).get("tags", [])
+        head = "# %%" + (" [markdown]" if cell.cell_type == "markdown" else "") + \
+            (f" tags={json.dumps(tags)}" if tags else "")
+        body = "\n".join(("# " + l).rstrip() for l in cell.source.split("\n")) \
+            if cell.cell_type == "markdown" else cell.source
+        parts.append(f"{head}\n{body}\n")
+    return "\n".join(parts)
+
+
+# ---------------------------------------------------------------- the command line
+def _build_command(args) -> int:
+    if args.execute is not None:
+        masters = sorted(Path(args.solutions).glob("[0-9][0-9]_*.ipynb"))
+        for master in masters:
+            if not args.execute or any(pat in master.name for pat in args.execute):
+                print(f"ran {master} in {execute(master, args.timeout):.1f} s", flush=True)
+    differ = build_lessons(Path(args.solutions), Path(args.lessons), check=args.check)
+    if args.check:
+        for path in differ:
+            print(f"out of date: {path}")
+        if differ:
+            print("run `endorm-mini build-lessons` to regenerate lessons/ from solutions/")
+        return 1 if differ else 0
+    print(f"build-lessons: {len(differ)} file(s) updated in {args.lessons}")
+    return 0
+
+
+def register_cli(sub) -> None:
+    p = sub.add_parser("build-lessons", help="write lessons/ (exercise stubs) from solutions/")
+    p.add_argument("--check", action="store_true",
+                   help="write nothing; exit 1 listing the lessons that are out of date")
+    p.add_argument("--solutions", default="solutions", help="folder of the master notebooks")
+    p.add_argument("--lessons", default="lessons", help="folder of the learner notebooks")
+    p.add_argument("--execute", nargs="*", metavar="NAME",
+                   help="first re-run the masters (all, or those whose file name contains a NAME) "
+                        "in place to refresh their outputs")
+    p.add_argument("--timeout", type=float, default=600, help="seconds per cell for --execute")
+    p.set_defaults(func=_build_command)
+
+
+if __name__ == "__main__":  # python -m endorm_mini.notebooks SRC OUT: percent <-> ipynb
+    src, out = map(Path, sys.argv[1:3])
+    if src.suffix == ".ipynb":
+        out.write_text(to_percent(nbformat.read(src, as_version=4)), encoding="utf-8")
+    else:
+        out.write_text(_text(from_percent(src.read_text(encoding="utf-8"))), encoding="utf-8")
+    print(f"wrote {out}")
