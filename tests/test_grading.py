@@ -1,0 +1,349 @@
+"""The self-check framework, build-lessons and grade, on tiny fake exercises (lesson 99)."""
+from __future__ import annotations
+
+import functools
+import importlib
+import json
+import pkgutil
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+
+from endorm_mini import checks, cli, grading, notebooks
+from endorm_mini.checks import case, exercise
+from endorm_mini.grading import ExerciseError, ExerciseNotImplemented, check, compare
+
+
+# ---------------------------------------------------------------- a fake exercise
+def scaled_cumsum(x: torch.Tensor, scale: float = 2.0) -> torch.Tensor:
+    """The fake reference: ``scale`` times the running sum over the last dimension."""
+    return scale * x.cumsum(-1)
+
+
+def _cases(rng):
+    yield case("random [3, 4]", torch.randn(3, 4, generator=rng))
+    yield case("scale 0.5, [2, 2, 5]", torch.randn(2, 2, 5, generator=rng), scale=0.5)
+
+
+def good(x, scale=2.0):                      # no cumsum: it is forbidden below
+    return scale * (x @ torch.ones(x.shape[-1], x.shape[-1]).triu())
+
+
+@pytest.fixture
+def fake():
+    """Register exercise 99.1 for one test, then remove it."""
+    ex = exercise("99.1", "scaled_cumsum", reference=scaled_cumsum, equation="eq. 99: y = s Σ x",
+                  hint="sum the entries up to and including h", forbid=("cumsum",),
+                  mistakes={"forgot the scale": lambda x, scale=2.0: good(x, 1.0)})(_cases)
+    yield ex
+    checks.REGISTRY.pop("99.1", None)
+
+
+def test_right_answer_passes_with_exactly_one_line(fake, capsys):
+    check("99.1", good)
+    assert capsys.readouterr().out == "✔ 99.1 scaled_cumsum: passed\n"
+
+
+@pytest.mark.parametrize("wrong, expected", [
+    (lambda x, scale=2.0: good(x, 1.0),
+     ["random [3, 4]", "output[0, 0]: got", "expected", "likely mistake: forgot the scale",
+      "hint: sum the entries", "re-read: eq. 99"]),
+    (lambda x, scale=2.0: scale * x.sum(-1), ["shape [3], expected [3, 4]"]),
+    (lambda x, scale=2.0: good(x, scale).long(), ["dtype torch.int64"]),
+    (lambda x, scale=2.0: None, ["forget to `return`"]),
+    (lambda x, scale=2.0: good(x, scale) if scale == 2.0 else good(x, scale) + 1e-3,
+     ["scale 0.5, [2, 2, 5]", "scale=0.5", "20 of 20 entries differ"]),
+    (lambda x, scale=2.0: 1 / 0, ["your function raised on case", "ZeroDivisionError"]),
+    (lambda x, scale=2.0: (good(x, scale), x), ["expected a tensor", "got tuple"]),
+    (lambda x, scale=2.0: (x.mul_(1.5), good(x / 1.5, scale))[1], ["changed its input in place"]),
+])
+def test_wrong_answers_are_rejected_with_what_differed(fake, wrong, expected):
+    with pytest.raises(ExerciseError) as err:
+        check("99.1", wrong)
+    for text in expected:
+        assert text in str(err.value)
+
+
+def test_returning_an_input_is_rejected_and_named(fake):
+    with pytest.raises(ExerciseError, match="returned its input `x` unchanged"):
+        check("99.1", lambda x, scale=2.0: x)
+
+
+def _indirect(x, scale=2.0):
+    return scaled_cumsum(x, scale)
+
+
+@pytest.mark.parametrize("cheat", [
+    lambda x, scale=2.0: scaled_cumsum(x, scale),                # the reference itself
+    _indirect,                                                   # from a helper
+    functools.partial(scaled_cumsum),                            # a partial of it
+    lambda x, scale=2.0: fake_ref_alias(x, scale),               # bound earlier under another name
+    lambda x, scale=2.0: scale * torch.cumsum(x, -1),            # a forbidden library function
+    lambda x, scale=2.0: scale * x.cumsum(dim=-1),               # ... as a tensor method
+])
+def test_calling_the_reference_or_a_forbidden_function_is_rejected(fake, cheat):
+    with pytest.raises(ExerciseError, match="calls `.*(scaled_cumsum|cumsum)`, which does the work"):
+        check("99.1", cheat)
+
+
+fake_ref_alias = scaled_cumsum
+
+
+def test_a_wrong_answer_that_also_cheats_reports_both(fake):
+    with pytest.raises(ExerciseError, match=r"(?s)output.*also: your function calls `cumsum`"):
+        check("99.1", lambda x, scale=2.0: x.cumsum(-1))
+
+
+def test_the_stub_says_not_implemented(fake):
+    def stub(x, scale=2.0):
+        raise NotImplementedError("exercise 99.1")
+    with pytest.raises(ExerciseNotImplemented, match="99.1 scaled_cumsum: not implemented yet") as err:
+        check("99.1", stub)
+    assert isinstance(err.value, NotImplementedError) and isinstance(err.value, AssertionError)
+
+
+def test_bad_calls_of_check(fake):
+    with pytest.raises(ExerciseError, match="pass the function itself"):
+        check("99.1", good(torch.ones(2)))
+    with pytest.raises(ValueError, match="lesson98"):
+        check("98.1", good)
+    with pytest.raises(ValueError, match="must look like"):
+        exercise("4", "x", reference=good)
+
+
+def test_check_is_deterministic_and_leaves_the_global_rng_alone(fake):
+    state = torch.get_rng_state()
+    messages = []
+    for _ in range(2):
+        with pytest.raises(ExerciseError) as err:
+            check("99.1", lambda x, scale=2.0: good(x, scale) + torch.rand(()))
+        messages.append(str(err.value))
+    assert messages[0] == messages[1]
+    assert torch.equal(state, torch.get_rng_state())
+
+
+def test_compare_reports_the_first_difference_and_respects_tolerances():
+    want = (torch.tensor([1.0, 2.0, float("nan"), float("inf")]), torch.tensor([1, 2]), 3.0)
+    assert compare(want, want) is None
+    near = (want[0] + 1e-7, torch.tensor([1, 2]), 3.0 + 1e-7)
+    assert compare(near, want) is None
+    far = (torch.tensor([1.0, 2.5, float("nan"), float("inf")]), want[1], 3.0)
+    assert compare(far, want, names=("values", "ids")) == \
+        "values[1]: got 2.5, expected 2 (1 of 4 entries differ; rtol=1e-05, atol=1e-06)"
+    assert "ids[0]" in compare((want[0], torch.tensor([0, 2]), 3.0), want, names=("values", "ids"))
+    assert "output[2]" in compare((want[0], want[1], 3.1), want)
+    assert "expected an integer" in compare(2.0, 2)
+    assert compare(torch.tensor(3.0), 3.0) is None                      # 0-d tensor for a number
+    assert "keys" in compare({"a": 1}, {"a": 1, "b": 2})
+    assert compare({"a": torch.ones(2)}, {"a": torch.ones(2)}) is None
+
+
+# ---------------------------------------------------------------- every registered check
+LESSON_CHECKS = sorted(m.name for m in pkgutil.iter_modules(checks.__path__) if m.name.startswith("lesson"))
+
+
+@pytest.mark.parametrize("module", LESSON_CHECKS)
+def test_every_registered_check_is_sound(module):
+    """For every lesson's checks: no case's answer equals one of its inputs, returning an
+    input or calling the reference is refused, and every listed mistake is caught with
+    its explanation."""
+    name = importlib.import_module(f"{checks.__name__}.{module}").__name__
+    exercises = [ex for ex in checks.REGISTRY.values() if ex.module == name]
+    assert exercises, f"{name} registers no exercise"
+    for ex in exercises:
+        _assert_sound(ex)
+
+
+def _assert_sound(ex):
+    cases = list(ex.cases(torch.Generator().manual_seed(ex.seed)))
+    assert len(cases) >= 2, "a check needs random cases and edge cases"
+    for c in cases:
+        want = grading._call(ex.reference, c, ex.seed)[0]
+        for value in (*c.args, *c.kwargs.values()):
+            assert compare(want, value, ex.rtol, ex.atol) is not None, \
+                f"{ex.id}: on case {c.label!r} an input equals the answer"
+    with pytest.raises(ExerciseError):
+        check(ex.id, lambda *args, **kwargs: (*args, *kwargs.values())[0])
+    with pytest.raises(ExerciseError, match="which does the work"):
+        check(ex.id, lambda *args, **kwargs: ex.reference(*args, **kwargs))
+    for explanation, wrong in ex.mistakes.items():
+        with pytest.raises(ExerciseError) as err:
+            check(ex.id, wrong)
+        assert f"likely mistake: {explanation}" in str(err.value)
+
+
+# ---------------------------------------------------------------- build-lessons
+SETUP = grading.setup_cell("CPU is enough")
+EXERCISE = '''# EXERCISE 99.1 · scaled_cumsum · ★☆☆ · 5 min
+class Helper:
+    def scaled_cumsum(self, x, scale=2.0):
+        # BEGIN SOLUTION
+        y = x @ torch.ones(x.shape[-1], x.shape[-1]).triu()
+        return scale * y
+        # END SOLUTION
+
+def scaled_cumsum(x, scale=2.0):
+    kept = True  # outside the markers: kept
+    # BEGIN SOLUTION
+    return Helper().scaled_cumsum(x, scale)
+    # END SOLUTION'''
+
+
+def _master(cells=None) -> nbformat.NotebookNode:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+                   "language_info": {"name": "python"}, "colab": {"provenance": []}, "widgets": {}}
+    nb.cells = cells if cells is not None else [
+        nbformat.v4.new_markdown_cell("# 99 · a fake lesson"),
+        nbformat.v4.new_code_cell(SETUP, execution_count=1, outputs=[
+            nbformat.v4.new_output("stream", name="stdout", text="setup\n")]),
+        nbformat.v4.new_code_cell(EXERCISE, metadata={"colab": {"id": "x"}, "tags": ["keep-me"]}),
+        nbformat.v4.new_code_cell('check("99.1", scaled_cumsum)', execution_count=3),
+        nbformat.v4.new_code_cell("print('answer')", metadata={"tags": ["solution-only"]}),
+        nbformat.v4.new_markdown_cell("notes", metadata={"tags": ["instructor"]}),
+    ]
+    return nb
+
+
+def test_lesson_from_solution_stubs_regions_and_strips_the_rest(fake):
+    lesson = notebooks.lesson_from_solution(_master(), "99_fake.ipynb")
+    assert [c.cell_type for c in lesson.cells] == ["markdown", "code", "code", "code"]
+    assert set(lesson.metadata) == {"kernelspec", "language_info"}
+    code = [c for c in lesson.cells if c.cell_type == "code"]
+    assert all(c.outputs == [] and c.execution_count is None for c in code)
+    assert code[1].metadata == {"tags": ["keep-me"]}
+    assert code[1].source == '''# EXERCISE 99.1 · scaled_cumsum · ★☆☆ · 5 min
+class Helper:
+    def scaled_cumsum(self, x, scale=2.0):
+        raise NotImplementedError("exercise 99.1")
+
+def scaled_cumsum(x, scale=2.0):
+    kept = True  # outside the markers: kept
+    raise NotImplementedError("exercise 99.1")'''
+    assert code[2].source == 'check("99.1", scaled_cumsum)'
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda nb: nb.cells.pop(1), "first code cell must be the setup cell"),
+    (lambda nb: setattr(nb.cells[2], "source", EXERCISE.replace("# EXERCISE 99.1", "# ex")),
+     "exactly one '# EXERCISE N.M' header"),
+    (lambda nb: setattr(nb.cells[2], "source", EXERCISE.replace("# END SOLUTION", "", 1)), "nested"),
+    (lambda nb: setattr(nb.cells[2], "source", EXERCISE + "\n# END SOLUTION"), "without"),
+    (lambda nb: nb.cells.pop(3), "needs a check('99.1', ...) in a later cell"),
+    (lambda nb: nb.cells.insert(2, nb.cells.pop(3)), "needs a check('99.1', ...) in a later cell"),
+    (lambda nb: setattr(nb.cells[3], "source", 'check("99.1", f)\ncheck("99.1", g)'), "one check() per cell"),
+    (lambda nb: setattr(nb.cells[2], "source", EXERCISE.replace("99.1", "98.1", 1)),
+     "does not belong to lesson 99"),
+])
+def test_broken_masters_are_refused_with_the_rule(fake, edit, message):
+    nb = _master()
+    edit(nb)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        notebooks.lesson_from_solution(nb, "99_fake.ipynb")
+
+
+def test_a_master_must_match_its_registered_exercises(fake):
+    exercise("99.2", "other", reference=good)(_cases)
+    try:
+        with pytest.raises(ValueError, match=r"differ from those in endorm_mini/checks/lesson99.py"):
+            notebooks.lesson_from_solution(_master(), "99_fake.ipynb")
+    finally:
+        checks.REGISTRY.pop("99.2")
+
+
+def test_build_lessons_check_write_and_orphans(fake, tmp_path, capsys):
+    sol, les = tmp_path / "solutions", tmp_path / "lessons"
+    sol.mkdir()
+    nbformat.write(_master(), sol / "99_fake.ipynb")
+    args = ["build-lessons", "--solutions", str(sol), "--lessons", str(les)]
+    assert cli.main(args + ["--check"]) == 1 and not les.exists()       # --check writes nothing
+    assert "out of date:" in capsys.readouterr().out
+    assert cli.main(args) == 0 and (les / "99_fake.ipynb").exists()
+    assert cli.main(args + ["--check"]) == 0                            # now up to date
+    text = (les / "99_fake.ipynb").read_text()
+    assert notebooks.build_lessons(sol, les) == [] and (les / "99_fake.ipynb").read_text() == text
+    (les / "98_gone.ipynb").write_text(text)
+    assert cli.main(args + ["--check"]) == 1
+    assert "98_gone.ipynb (no master" in capsys.readouterr().out
+    cli.main(args)
+    assert not (les / "98_gone.ipynb").exists()
+
+
+def test_percent_format_round_trip():
+    nb = notebooks.from_percent('# %% [markdown]\n# # Title\n#\n# text\n\n# %%\nx = 1\n\n'
+                                '# %% tags=["solution-only"]\nprint(x)\n')
+    assert [(c.cell_type, c.source) for c in nb.cells] == \
+        [("markdown", "# Title\n\ntext"), ("code", "x = 1"), ("code", "print(x)")]
+    assert nb.cells[2].metadata.tags == ["solution-only"]
+    again = notebooks.from_percent(notebooks.to_percent(nb))
+    assert [(c.source, c.id) for c in again.cells] == [(c.source, c.id) for c in nb.cells]
+
+
+def test_setup_notebook_picks_device_and_model(monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert grading.setup_notebook() == ("cpu", grading.CPU_MODEL)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert grading.setup_notebook(gpu_model="Qwen/X") == ("cuda", "Qwen/X")
+    assert capsys.readouterr().out.splitlines() == [
+        f"endorm-mini setup: device=cpu · MODEL={grading.CPU_MODEL} · seed=0 · local",
+        "endorm-mini setup: device=cuda · MODEL=Qwen/X · seed=0 · local"]
+    assert f'"{grading.INSTALL_SPEC}"' in SETUP
+    owner_repo = grading.REPO_URL.removeprefix("https://github.com/")
+    assert grading.colab_url("lessons/x.ipynb") == \
+        f"https://colab.research.google.com/github/{owner_repo}/blob/main/lessons/x.ipynb"
+
+
+# ---------------------------------------------------------------- endorm-mini grade
+FAKE_CHECKS = '''
+import torch
+from endorm_mini.checks import case, exercise
+def scaled_cumsum(x, scale=2.0):
+    return scale * x.cumsum(-1)
+def _cases(rng):
+    yield case("random [3, 4]", torch.randn(3, 4, generator=rng))
+for i in range(1, 5):
+    exercise(f"99.{i}", f"fn{i}", reference=scaled_cumsum)(_cases)
+'''
+
+
+def test_grade_scores_each_exercise_on_a_colab_saved_notebook(fake, tmp_path, capsys):
+    """One nbval run covers every result: passed, failed, not attempted, missing; plus a
+    failing unrelated cell and Colab metadata."""
+    for i in range(2, 5):
+        exercise(f"99.{i}", f"fn{i}", reference=scaled_cumsum)(_cases)
+    try:
+        code = nbformat.v4.new_code_cell
+        cells = [code(SETUP), code(FAKE_CHECKS)]
+        bodies = {"99.1": "2 * x.cumsum(-1)", "99.2": "x", "99.3": 'raise NotImplementedError("exercise 99.3")'}
+        for eid, body in bodies.items():
+            n = eid[-1]
+            cells += [code(f"# EXERCISE {eid}\ndef fn{n}(x, scale=2.0):\n    return {body}"
+                           if "raise" not in body else f"# EXERCISE {eid}\ndef fn{n}(x, scale=2.0):\n    {body}"),
+                      code(f'check("{eid}", fn{n})')]
+        cells.append(code("undefined_name"))
+        nb = _master(cells)
+        for c in nb.cells:
+            c.metadata = {"colab": {"base_uri": "https://localhost:8080/"}, "outputId": "abc"}
+        path = tmp_path / "Copy of 99_fake.ipynb"
+        path.write_text(json.dumps(nb))
+        assert cli.main(["grade", str(path), "--timeout", "120"]) == 1
+        out = capsys.readouterr().out
+        rows = {line.split()[0]: line for line in out.splitlines() if line.strip().startswith("99.")}
+        assert rows["99.1"].split()[-1] == "passed"
+        assert rows["99.2"].split()[-1] == "failed"
+        assert "✘ 99.2 fn2: wrong answer on case 'random [3, 4]'" in out
+        assert rows["99.3"].endswith("not attempted")
+        assert rows["99.4"].endswith("missing")
+        assert "also failed: code cell 8: NameError: name 'undefined_name' is not defined" in out
+        assert "score: 1/4 exercises passed" in out
+    finally:
+        for i in range(2, 5):
+            checks.REGISTRY.pop(f"99.{i}", None)
+
+
+def test_grade_reports_a_missing_notebook_in_one_line(capsys):
+    assert cli.main(["grade", "no/such.ipynb"]) == 2
+    assert "no notebook at no/such.ipynb" in capsys.readouterr().err
