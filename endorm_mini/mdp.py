@@ -55,12 +55,11 @@ class TabularMDP:
         self.next_state = torch.as_tensor(self.next_state, dtype=torch.long)
         self.reward = torch.as_tensor(self.reward, dtype=DTYPE)
         self.initial = torch.as_tensor(self.initial, dtype=DTYPE)
-        S = self.next_state.shape[0] if self.next_state.dim() == 2 else 0
-        self.terminal = (torch.zeros(S, dtype=torch.bool) if self.terminal is None
-                         else torch.as_tensor(self.terminal, dtype=torch.bool))
         if self.next_state.dim() != 2:
             raise ValueError(f"next_state must be [S, A], got shape {tuple(self.next_state.shape)}")
         S, A = self.next_state.shape
+        self.terminal = (torch.zeros(S, dtype=torch.bool) if self.terminal is None
+                         else torch.as_tensor(self.terminal, dtype=torch.bool))
         if self.next_state.min() < 0 or self.next_state.max() >= S:
             raise ValueError(f"next_state holds states outside 0..{S - 1}")
         if self.horizon < 1:
@@ -73,7 +72,7 @@ class TabularMDP:
         if self.terminal.shape != (S,):
             raise ValueError(f"terminal must be [S] = [{S}] bool, got {tuple(self.terminal.shape)}")
         if not bool(self.terminal[self.next_state[self.terminal]].all()):
-            raise ValueError("terminal states must be absorbing: next_state of a terminal state is terminal")
+            raise ValueError("terminal states must be absorbing: their next_state must be terminal")
         if bool(reward_table(self)[:, self.terminal].ne(0).any()):
             raise ValueError("terminal states earn no reward: set reward[terminal] = 0")
 

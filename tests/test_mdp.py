@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from endorm_mini.mdp import (TabularMDP, TokenMDP, hard_value_iteration, policy_value,
+from endorm_mini.mdp import (SoftQ, TabularMDP, TokenMDP, hard_value_iteration, policy_value,
                              random_mdp, reachable, response_distribution, reward_table,
                              sample_trajectories, soft_value_iteration, state_occupancy,
                              trajectory_return, value_by_enumeration, value_by_monte_carlo)
@@ -52,7 +52,7 @@ def test_wrong_backups_break_the_identity():
         for h in reversed(range(H)):
             Q[h] = r[h] + (V[h] if mutant == "same_step" else V[h + 1])[mdp.next_state]
             V[h] = Q[h].max(-1).values if mutant == "max" else alpha * torch.logsumexp(Q[h] / alpha, -1)
-        wrong = type(soft_value_iteration(mdp, alpha))(Q, V, torch.softmax(Q / alpha, -1))
+        wrong = SoftQ(Q, V, torch.softmax(Q / alpha, -1))
         assert soft_identity_gap(mdp, alpha, wrong) > 1e-2, mutant
 
 
