@@ -307,14 +307,15 @@ def _error_line(text: str) -> str:
 def _run_nbval(nb, timeout: float) -> dict[int, tuple[str, str]]:
     """``{code cell number: (passed|failed|skipped, report)}`` of ``pytest --nbval-lax``."""
     import nbformat
+    from . import notebooks
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "notebook.ipynb"
         nbformat.write(nb, path)
         (Path(tmp) / "pytest.ini").write_text("[pytest]\n")  # not the caller's settings
         cmd = [sys.executable, "-m", "pytest", str(path), "--nbval-lax", "--nbval-current-env",
-               f"--nbval-cell-timeout={timeout:g}", "-p", "no:cacheprovider", "-q",
+               f"--nbval-cell-timeout={timeout:g}", "-p", "no:cacheprovider", "-p", "no:benchmark", "-q",
                f"--junitxml={tmp}/junit.xml"]
-        subprocess.run(cmd, cwd=tmp, capture_output=True, text=True)
+        subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, env=notebooks.kernel_env())
         junit = Path(tmp) / "junit.xml"
         if not junit.exists():
             return {}

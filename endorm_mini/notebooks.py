@@ -164,9 +164,18 @@ def build_lessons(solutions: Path, lessons: Path, check: bool = False) -> list[s
     return differ
 
 
-def run(nb: nbformat.NotebookNode, cwd: str | Path, timeout: float = 600) -> nbformat.NotebookNode:
-    """Execute ``nb`` in place, top to bottom, in a kernel of this Python environment, with
-    ``PYTHONHASHSEED=0``; stops at the first error (``nbclient.CellExecutionError``)."""
+def kernel_env(**extra: str) -> dict[str, str]:
+    """The environment notebook kernels run in: this one, with fixed string hashing and
+    without ``MPLBACKEND`` (a backend such as Agg set for tests would hide every figure)."""
+    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
+    return {**env, "PYTHONHASHSEED": "0", **extra}
+
+
+def run(nb: nbformat.NotebookNode, cwd: str | Path, timeout: float = 600,
+        env: dict[str, str] | None = None) -> nbformat.NotebookNode:
+    """Execute ``nb`` in place, top to bottom, in a kernel of this Python environment
+    (``env``: :func:`kernel_env` by default); stops at the first error
+    (``nbclient.CellExecutionError``)."""
     from jupyter_client.manager import KernelManager
     from nbclient import NotebookClient
     from nbval.kernel import CURRENT_ENV_KERNEL_NAME, NbvalKernelspecManager
@@ -175,7 +184,7 @@ def run(nb: nbformat.NotebookNode, cwd: str | Path, timeout: float = 600) -> nbf
                        kernel_spec_manager=NbvalKernelspecManager())
     client = NotebookClient(nb, km=km, timeout=timeout, record_timing=False,
                             store_widget_state=False)
-    client.execute(cwd=str(cwd), env={**os.environ, "PYTHONHASHSEED": "0"})
+    client.execute(cwd=str(cwd), env=env or kernel_env())
     return nb
 
 
