@@ -1,16 +1,12 @@
 """Self-checks for exercise cells, the first cell of every notebook, and ``endorm-mini grade``.
 
-A lesson's check cell calls ``check("4.2", endogenous_rewards)``: the learner's function
-and the package's reference run on the same seeded inputs (random and edge cases, from
-``endorm_mini.checks.lessonNN``) and are compared within an explicit tolerance. Success
-prints exactly one line, ``✔ 4.2 endogenous_rewards: passed``; anything else raises an
-:class:`ExerciseError` that names what differed, the likely mistake and the equation.
-Two shortcuts are refused: returning an input (no case's answer equals an input, and the
-message says so) and calling the reference (watched with ``sys.setprofile``).
-
-``endorm-mini grade`` runs a learner's notebook under ``pytest --nbval-lax`` and prints a
-per-exercise table; ``endorm-mini build-lessons`` (in :mod:`endorm_mini.notebooks`)
-writes ``lessons/`` from ``solutions/``.
+``check("4.2", endogenous_rewards)`` runs the learner's function and the package's
+reference on the same seeded cases (``endorm_mini.checks.lessonNN``), compares them within
+an explicit tolerance and prints one line, ``✔ 4.2 endogenous_rewards: passed``, or raises
+an :class:`ExerciseError` naming what differed, the likely mistake and the equation.
+Returning an input fails (no case's answer equals an input) and calling the reference is
+refused (watched with ``sys.setprofile``). ``endorm-mini grade`` runs a notebook under
+``pytest --nbval-lax`` and prints a per-exercise table.
 """
 from __future__ import annotations
 
@@ -25,7 +21,7 @@ import re
 import subprocess
 import sys
 import tempfile
-from contextlib import contextmanager
+import contextlib
 from pathlib import Path
 from xml.etree import ElementTree
 from typing import Any, Callable, NamedTuple
@@ -97,14 +93,11 @@ def colab_url(notebook_path: str, branch: str = "main") -> str:
 def _kind(x: Any) -> str:
     if isinstance(x, (torch.Tensor, np.ndarray)):
         return f"{type(x).__name__}{list(x.shape)} {str(x.dtype).replace('torch.', '')}"
-    if x is None or isinstance(x, (bool, numbers.Number, str)):
-        return repr(x)
-    return type(x).__name__
+    return repr(x) if x is None or isinstance(x, (bool, numbers.Number, str)) else type(x).__name__
 
 
-def _num(x: Any) -> str:
-    return f"{x.item():.6g}" if isinstance(x, torch.Tensor) and x.is_floating_point() \
-        else str(x.item() if isinstance(x, torch.Tensor) else x)
+def _num(x: torch.Tensor) -> str:
+    return f"{x.item():.6g}" if x.is_floating_point() else str(x.item())
 
 
 def _compare_tensors(got: Any, want: Any, rtol: float, atol: float, path: str) -> str | None:
@@ -117,10 +110,8 @@ def _compare_tensors(got: Any, want: Any, rtol: float, atol: float, path: str) -
     got, want = got.detach().cpu(), want.detach().cpu()
     if want.is_floating_point() and not got.is_floating_point():
         return f"{path}: dtype {got.dtype}, expected a floating-point tensor ({want.dtype})"
-    if want.is_floating_point():
-        ok = torch.isclose(got.double(), want.double(), rtol=rtol, atol=atol, equal_nan=True)
-    else:
-        ok = got.eq(want)
+    ok = torch.isclose(got.double(), want.double(), rtol=rtol, atol=atol, equal_nan=True) \
+        if want.is_floating_point() else got.eq(want)
     if bool(ok.all()):
         return None
     bad = tuple((~ok).nonzero()[0].tolist())
@@ -188,7 +179,7 @@ def _code_objects(fn: Any) -> set:
     return set()
 
 
-@contextmanager
+@contextlib.contextmanager
 def _watch_calls(codes: set, c_names: set, seen: list):
     """Record calls of the given Python code objects or C functions while the block runs."""
     previous = sys.getprofile()
@@ -208,18 +199,18 @@ def _watch_calls(codes: set, c_names: set, seen: list):
         sys.setprofile(previous)
 
 
-def _call(fn: Callable, case: checks.Case, seed: int):
+def _call(fn: Callable, case: checks.Case, seed: int, watch=contextlib.nullcontext()):
     """``fn`` on fresh copies of the case's inputs, with the global RNG seeded and restored."""
     args, kwargs = copy.deepcopy((case.args, case.kwargs))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return fn(*args, **kwargs), (args, kwargs)
+        with watch:
+            return fn(*args, **kwargs), (args, kwargs)
 
 
 def _named_inputs(ex: checks.Exercise, case: checks.Case) -> dict[str, Any]:
     try:
-        bound = inspect.signature(ex.reference).bind(*case.args, **case.kwargs)
-        return dict(bound.arguments)
+        return dict(inspect.signature(ex.reference).bind(*case.args, **case.kwargs).arguments)
     except (TypeError, ValueError):
         return {f"arg{i}": a for i, a in enumerate(case.args)} | dict(case.kwargs)
 
@@ -244,11 +235,9 @@ def _failure(ex: checks.Exercise, case: checks.Case, problem: str, got: Any = No
 
 
 def check(exercise_id: str, fn: Callable) -> None:
-    """Compare the learner's ``fn`` with exercise ``exercise_id``'s reference on its cases.
-
-    Prints ``✔ <id> <name>: passed`` or raises :class:`ExerciseError` (a wrong answer, a
-    shortcut) or :class:`ExerciseNotImplemented` (the stub is still there).
-    """
+    """Compare the learner's ``fn`` with exercise ``exercise_id``'s reference on its cases:
+    print ``✔ <id> <name>: passed``, or raise :class:`ExerciseError` (wrong, or a shortcut)
+    or :class:`ExerciseNotImplemented` (the stub is still there)."""
     ex = checks.get(exercise_id)
     tag = f"{ex.id} {ex.name}"
     if not callable(fn):
@@ -263,8 +252,7 @@ def check(exercise_id: str, fn: Callable) -> None:
     for case in ex.cases(torch.Generator().manual_seed(ex.seed)):
         want, _ = _call(ex.reference, case, ex.seed)
         try:
-            with _watch_calls(codes, c_names, seen):
-                got, (args, kwargs) = _call(fn, case, ex.seed)
+            got, (args, kwargs) = _call(fn, case, ex.seed, _watch_calls(codes, c_names, seen))
         except NotImplementedError as err:
             raise ExerciseNotImplemented(
                 f"✘ {tag}: not implemented yet (NotImplementedError: {err}). Replace the "
@@ -273,10 +261,9 @@ def check(exercise_id: str, fn: Callable) -> None:
         except Exception as err:
             raise ExerciseError(_failure(ex, case, f"{type(err).__name__}: {err} (traceback above)",
                                          what="your function raised")) from err
-        shortcut = f"your function calls `{seen[0]}`, which does the work of this exercise" \
-            if seen else ""
         if (problem := compare(got, want, ex.rtol, ex.atol, names=ex.outputs)) is not None:
-            raise ExerciseError(_failure(ex, case, problem, got) + (f"\n  also: {shortcut}" * bool(seen)))
+            also = f"\n  also: your function calls `{seen[0]}`, which is off limits" if seen else ""
+            raise ExerciseError(_failure(ex, case, problem, got) + also)
         if compare((args, kwargs), (case.args, case.kwargs), 0, 0, "input") is not None:
             raise ExerciseError(_failure(ex, case, "work on a copy (e.g. `x = x.clone()`)",
                                          what="your function changed its input in place"))
@@ -337,10 +324,10 @@ def grade_notebook(path: str | Path, timeout: float = 300) -> tuple[list[Row], l
     (so deleting a check cell does not help), else the ids of the notebook's check cells.
     Returns the rows and the failures of other cells. Colab metadata is stripped first.
     """
-    import nbformat
-    from . import notebooks
     if importlib.util.find_spec("nbval") is None:
         raise ValueError("endorm-mini grade needs nbval: pip install nbval")
+    import nbformat
+    from . import notebooks
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no notebook at {path}")
@@ -369,7 +356,7 @@ def grade_notebook(path: str | Path, timeout: float = 300) -> tuple[list[Row], l
         elif ex_outcome == "failed":
             rows.append(Row(eid, name, "failed", "exercise cell: " + _error_line(ex_report)))
         else:
-            rows.append(Row(eid, name, outcome if outcome != "passed" else "failed",
+            rows.append(Row(eid, name, "failed" if outcome == "failed" else "not run",
                             _error_line(report)))
     graded = set(check_at.values()) | set(exercise_at.values())
     others = [f"code cell {i}: {_error_line(report)}" + (" (an unfinished exercise)" * (
@@ -381,11 +368,10 @@ def grade_notebook(path: str | Path, timeout: float = 300) -> tuple[list[Row], l
 
 
 def _grade_command(args) -> int:
-    total = passed = 0
-    clean_run = True
+    total, passed, clean_run = 0, 0, True
     for path in args.notebooks:
         rows, others = grade_notebook(path, args.timeout)
-        print(f"{path}")
+        print(path)
         print(f"  {'exercise':<9} {'name':<28} result")
         for row in rows:
             print(f"  {row.exercise:<9} {row.name:<28} {row.result}")
@@ -402,9 +388,12 @@ def _grade_command(args) -> int:
 
 
 def register_cli(sub) -> None:
-    from . import notebooks  # build-lessons lives with the rest of the notebook plumbing
     p = sub.add_parser("grade", help="run notebooks with nbval and print a per-exercise score")
     p.add_argument("notebooks", nargs="+", help="learner notebooks (lessons/NN_*.ipynb)")
     p.add_argument("--timeout", type=float, default=300, help="seconds allowed per cell")
     p.set_defaults(func=_grade_command)
+    try:  # build-lessons lives with the notebook plumbing, which needs nbformat (Jupyter)
+        from . import notebooks
+    except ModuleNotFoundError:
+        return
     notebooks.register_cli(sub)

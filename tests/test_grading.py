@@ -6,11 +6,15 @@ import importlib
 import json
 import pkgutil
 import re
+import subprocess
+import sys
+import types
 from pathlib import Path
 
 import nbformat
 import pytest
 import torch
+from packaging.requirements import Requirement
 
 from endorm_mini import checks, cli, grading, notebooks
 from endorm_mini.checks import case, exercise
@@ -93,7 +97,7 @@ fake_ref_alias = scaled_cumsum
 
 
 def test_a_wrong_answer_that_also_cheats_reports_both(fake):
-    with pytest.raises(ExerciseError, match=r"(?s)output.*also: your function calls `cumsum`"):
+    with pytest.raises(ExerciseError, match=r"(?s)output.*also: your function calls `cumsum`, which is off limits"):
         check("99.1", lambda x, scale=2.0: x.cumsum(-1))
 
 
@@ -294,6 +298,27 @@ def test_setup_notebook_picks_device_and_model(monkeypatch, capsys):
     owner_repo = grading.REPO_URL.removeprefix("https://github.com/")
     assert grading.colab_url("lessons/x.ipynb") == \
         f"https://colab.research.google.com/github/{owner_repo}/blob/main/lessons/x.ipynb"
+
+
+def test_setup_cell_installs_the_package_on_colab_only(monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(subprocess, "run", lambda cmd, check: calls.append(cmd))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    namespace = {}
+    exec(SETUP, namespace)
+    assert calls == [[sys.executable, "-m", "pip", "install", "-q", grading.INSTALL_SPEC]]
+    assert namespace["MODEL"] == grading.CPU_MODEL and namespace["check"] is check
+    assert capsys.readouterr().out.endswith("· Colab\n")
+    monkeypatch.delitem(sys.modules, "google.colab")
+    exec(SETUP, {})
+    assert len(calls) == 1                                   # no install when local
+    # The install line names this project and an extra it defines.
+    requirement = Requirement(grading.INSTALL_SPEC)
+    tomllib = pytest.importorskip("tomllib")                 # Python ≥ 3.11
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    assert requirement.name == project["name"] and requirement.extras == {"colab"}
+    assert "colab" in project["optional-dependencies"] and requirement.url.startswith("git+https://")
 
 
 # ---------------------------------------------------------------- endorm-mini grade
