@@ -150,3 +150,26 @@ def test_bt_finetuning_copies_the_backbone(tiny_tokenizer):
     assert len(history) == 5
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
     assert any(not torch.equal(a, b) for a, b in zip(before, rm.backbone.parameters()))
+
+
+# ----------------------------------------------------------------------------- the domain diagonal
+
+def test_diagonal_matrix_by_hand_and_dominance_can_fail():
+    from endorm_mini.bench.diagonal import diagonal_dominates, diagonal_matrix, format_matrix
+
+    words = {"A": "alpha", "B": "beta", "C": "gamma"}
+
+    def keyword_judge(prompt, responses, system=None):
+        """Rewards a response that says the system prompt's word: a perfectly promptable reward."""
+        return [float(system in r) for r in responses]
+
+    pairs = {name: [("q", f"{w} answer", f"{words[o]} answer", "ignored") for o in words if o != name]
+             for name, w in words.items()}
+    systems = dict(words, D="delta")  # D: a persona no pair belongs to
+    matrix = diagonal_matrix(keyword_judge, systems, pairs, progress=False)
+    # Own pairs: always right. Other pairs: chosen 0, rejected 1 or 0 -> wrong (a tie is wrong).
+    assert matrix.tolist() == [[1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 0, 0]]
+    assert diagonal_dominates(matrix, list(systems), list(pairs)) == {"A": True, "B": True, "C": True}
+    matrix[1, 0] = 1.0  # B's reward as good on A's pairs as on its own: not dominant
+    assert diagonal_dominates(matrix, list(systems), list(pairs))["B"] is False
+    assert format_matrix(matrix, list(systems), list(pairs)).splitlines()[-1].split() == ["D", "0.0", "0.0", "0.0"]
