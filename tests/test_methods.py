@@ -6,7 +6,7 @@ import torch
 
 from conftest import make_gpt2, make_llama
 from endorm_mini.bench import methods
-from endorm_mini.bench.bradley_terry import BTConfig, bt_loss, train_bradley_terry
+from endorm_mini.bench.bradley_terry import BTConfig, bt_loss, pairs_from_items, train_bradley_terry
 from endorm_mini.chat import prompt_ids, response_ids
 from endorm_mini.reward import EndogenousReward
 
@@ -123,6 +123,13 @@ def test_bt_loss_by_hand():
     want = (math.log1p(math.exp(-2)) + math.log1p(math.exp(1)) + math.log(2)) / 3
     assert float(bt_loss(r_c, r_r)) == pytest.approx(want, rel=1e-6)
     assert float(bt_loss(r_r, r_c)) != pytest.approx(want, rel=1e-3)  # the order matters
+
+
+def test_pairs_from_items():
+    item = {"prompt": "p", "chosen": ["c0", "c1", "c2"], "rejected": ["r0", "r1", "r2"]}
+    assert pairs_from_items([item]) == [("p", "c0", "r0"), ("p", "c1", "r1"), ("p", "c2", "r2")]
+    every = pairs_from_items([item], all_styles=True)
+    assert len(every) == 9 and ("p", "c0", "r2") in every
 
 
 def test_bt_training_learns_its_pairs_and_leaves_the_lm_alone(tiny_tokenizer):

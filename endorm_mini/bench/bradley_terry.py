@@ -88,6 +88,21 @@ class BradleyTerryRM(torch.nn.Module):
         return self.head(feats).squeeze(-1).float().tolist()
 
 
+def pairs_from_items(items, all_styles: bool = False) -> list[tuple[str, str, str]]:
+    """Preference pairs ``(prompt, chosen, rejected)`` from RM-Bench-format items.
+
+    Style-matched by default (``chosen[k]`` vs ``rejected[k]``: 3 pairs an item); with
+    ``all_styles`` every chosen against every rejected (9), which also teaches the reward
+    model to ignore style.
+    """
+    pairs = []
+    for item in items:
+        n = len(item["chosen"])
+        cells = [(i, j) for i in range(n) for j in range(n)] if all_styles else [(k, k) for k in range(n)]
+        pairs += [(item["prompt"], item["chosen"][i], item["rejected"][j]) for i, j in cells]
+    return pairs
+
+
 def _pair_sequences(rm: BradleyTerryRM, pairs) -> tuple[list[list[int]], list[list[int]]]:
     chosen, rejected = [], []
     for i, pair in enumerate(pairs):
