@@ -116,7 +116,7 @@ def validate(nb: nbformat.NotebookNode, path: str | Path) -> list[str]:
             problems.append(f"{name}: exercise {eid} needs a check({eid!r}, ...) in a later cell")
     if lesson is not None and exercise_at:
         from . import checks
-        registered = {ex.id for ex in checks.all_exercises() if ex.lesson == lesson}
+        registered = {ex.id for ex in checks.lesson_exercises(lesson)}
         if registered != set(exercise_at):
             problems.append(f"{name}: exercises in the notebook {sorted(exercise_at)} differ "
                             f"from those in endorm_mini/checks/lesson{lesson:02d}.py {sorted(registered)}")

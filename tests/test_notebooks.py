@@ -48,7 +48,8 @@ def test_lessons_are_up_to_date_with_solutions(capsys):
     assert SOLUTIONS, "no solutions/NN_*.ipynb found"
     code = cli.main(["build-lessons", "--check", "--solutions", str(ROOT / "solutions"),
                      "--lessons", str(ROOT / "lessons")])
-    assert code == 0, capsys.readouterr().out
+    out = capsys.readouterr()
+    assert code == 0, out.out + out.err
 
 
 def _strict_nbval(path: Path) -> subprocess.CompletedProcess:

@@ -91,18 +91,27 @@ def lesson_module(lesson: int) -> str:
     return f"{__name__}.lesson{lesson:02d}"
 
 
+def _order(ex: Exercise) -> tuple[int, ...]:
+    return tuple(int(p) for p in ex.id.split("."))
+
+
+def lesson_exercises(lesson: int) -> list[Exercise]:
+    """The exercises of lesson ``lesson`` (importing only its checks module), sorted."""
+    try:
+        importlib.import_module(lesson_module(lesson))
+    except ModuleNotFoundError as err:
+        if err.name != lesson_module(lesson):  # a missing module is no exercises; a bug inside it is a bug
+            raise
+    return sorted((ex for ex in REGISTRY.values() if ex.lesson == lesson), key=_order)
+
+
 def get(exercise_id: str) -> Exercise:
     """The registered exercise ``exercise_id``, importing its lesson's checks on first use."""
     if exercise_id not in REGISTRY:
-        try:
-            lesson = int(exercise_id.split(".")[0])
-        except ValueError:
-            raise ValueError(f"exercise id must look like '4.2', got {exercise_id!r}") from None
-        try:
-            importlib.import_module(lesson_module(lesson))
-        except ModuleNotFoundError as err:
-            if err.name != lesson_module(lesson):
-                raise
+        lesson = exercise_id.split(".")[0]
+        if not lesson.isdigit():
+            raise ValueError(f"exercise id must look like '4.2', got {exercise_id!r}")
+        lesson_exercises(int(lesson))
     if exercise_id not in REGISTRY:
         raise ValueError(f"no check is registered for exercise {exercise_id!r} "
                          f"(expected in {lesson_module(int(exercise_id.split('.')[0]))})")
@@ -114,4 +123,4 @@ def all_exercises() -> list[Exercise]:
     for info in pkgutil.iter_modules(__path__):
         if info.name.startswith("lesson"):
             importlib.import_module(f"{__name__}.{info.name}")
-    return sorted(REGISTRY.values(), key=lambda ex: tuple(int(p) for p in ex.id.split(".")))
+    return sorted(REGISTRY.values(), key=_order)
