@@ -147,10 +147,14 @@ def build_lessons(solutions: Path, lessons: Path, check: bool = False) -> list[s
     masters = sorted(Path(solutions).glob("[0-9][0-9]_*.ipynb"))
     if not masters:
         raise FileNotFoundError(f"no NN_*.ipynb masters in {solutions}")
-    differ = []
-    for master in masters:
+    differ, broken = [], []
+    for master in masters:  # a broken master does not stop the others from being built
         target = Path(lessons) / master.name
-        text = _text(lesson_from_solution(nbformat.read(master, as_version=4), master))
+        try:
+            text = _text(lesson_from_solution(nbformat.read(master, as_version=4), master))
+        except ValueError as err:
+            broken.append(str(err))
+            continue
         if not target.exists() or target.read_text(encoding="utf-8") != text:
             differ.append(str(target))
             if not check:
@@ -161,6 +165,8 @@ def build_lessons(solutions: Path, lessons: Path, check: bool = False) -> list[s
         differ.append(f"{orphan} (no master in {solutions})")
         if not check:
             orphan.unlink()
+    if broken:
+        raise ValueError("; ".join(broken))
     return differ
 
 

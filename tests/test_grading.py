@@ -274,6 +274,13 @@ def test_build_lessons_check_write_and_orphans(fake, tmp_path, capsys):
     assert "98_gone.ipynb (no master" in capsys.readouterr().out
     cli.main(args)
     assert not (les / "98_gone.ipynb").exists()
+    broken = _master()
+    broken.cells.pop(1)                                                  # no setup cell
+    nbformat.write(broken, sol / "97_broken.ipynb")
+    (les / "99_fake.ipynb").unlink()
+    assert cli.main(args) == 2                                          # refused, in one line
+    assert "97_broken.ipynb: the first code cell must be the setup cell" in capsys.readouterr().err
+    assert (les / "99_fake.ipynb").exists() and not (les / "97_broken.ipynb").exists()
 
 
 def test_percent_format_round_trip():
