@@ -14,7 +14,7 @@ hidden size, scored on random token ids (hundreds of tokens per response). Print
 responses/s, peak memory above the loaded model (VmHWM, reset after loading), the ratios
 against the targets, and the largest score difference between ``naive`` and ``endogenous``.
 
-    python benchmarks/scoring.py                 # both models, 2 rounds, CPU
+    python benchmarks/scoring.py                 # both models, 2 rounds, CPU, 1 thread
     python benchmarks/scoring.py --quick         # a smoke run
 """
 from __future__ import annotations
@@ -145,7 +145,9 @@ def main(argv=None) -> int:
     parser.add_argument("--n", type=int, default=24, help="responses scored per method")
     parser.add_argument("--rounds", type=int, default=2, help="rounds of all methods; the best time counts")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (1: on a shared CPU, OpenMP threads waiting for a busy "
+                             "core made a 2 ms forward take 230 ms; use more on a machine of your own)")
     parser.add_argument("--quick", action="store_true", help="4 responses, 1 round")
     parser.add_argument("--worker", choices=METHODS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
