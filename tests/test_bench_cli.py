@@ -146,3 +146,18 @@ def test_diagonal_command_writes_heatmap_and_matrix(tmp_path, tiny_loader, capsy
     assert (out / "diagonal.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["diagonal", "--domains", "Nobody", "--out", str(out)]) == 2
     assert "unknown persona" in capsys.readouterr().err
+
+
+def test_item_longer_than_the_context_stops_or_is_skipped(bench_file, tmp_path, tiny_loader, capsys):
+    items = json.loads(bench_file.read_text())
+    items[1]["chosen"][2] = "x" * 300                        # the tiny model's context is 128
+    bench_file.write_text(json.dumps(items))
+    base = ["rmbench", "--data", str(bench_file), "--out", str(tmp_path / "r"), "--no-progress"]
+    assert main(base) == 2
+    err = capsys.readouterr().err
+    assert "'chat-1'" in err and "context" in err
+    assert len(read_jsonl(tmp_path / "r" / "rewards.jsonl")) == 1   # chat-0 was kept
+    assert main(base + ["--skip-invalid"]) == 0
+    assert "not scored" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["n_items"] == 8 and "'chat-1'" in summary["skipped"][0]

@@ -62,12 +62,15 @@ def _rmbench_command(args: argparse.Namespace) -> int:
             "beta": args.beta if args.method == "dpo" else None, "ref_model": args.ref_model,
             "dtype": args.dtype, "seed": args.seed if args.method == "random" else None}
     table = run_rmbench(items, method, args.out, meta=meta, limit=args.limit, system=args.system,
-                        skipped=problems, progress=not args.no_progress)
+                        skipped=problems, skip_errors=args.skip_invalid, progress=not args.no_progress)
     print(f"RM-Bench accuracy (%) of {args.method} rewards from {meta['model'] or 'a seeded coin'}, "
           f"{table['overall']['n']} items:")
     print(rmbench.format_table(table))
-    if problems:
-        print(f"{len(problems)} invalid item(s) skipped (listed above and in summary.json)")
+    skipped = json.loads((Path(args.out) / "summary.json").read_text())["skipped"]
+    for problem in skipped[len(problems):]:
+        print(f"skipped: {problem}")
+    if skipped:
+        print(f"{len(skipped)} item(s) skipped (listed above and in summary.json)")
     print(f"rewards: {Path(args.out) / 'rewards.jsonl'}  table: {Path(args.out) / 'summary.json'}")
     return 0
 
@@ -123,7 +126,8 @@ def register_cli(sub) -> None:
     p.add_argument("--method", default="endogenous", choices=METHODS)
     p.add_argument("--out", required=True, help="output folder (rewards.jsonl, summary.json, run.json)")
     p.add_argument("--limit", type=int, default=None, help="score only the first N items (a quick look)")
-    p.add_argument("--skip-invalid", action="store_true", help="skip malformed items instead of stopping")
+    p.add_argument("--skip-invalid", action="store_true",
+                   help="skip malformed items (and items the model cannot score, e.g. too long) instead of stopping")
     p.add_argument("--system", default=None, help="a system prompt for every item (promptable rewards)")
     p.add_argument("--gamma", type=float, default=0.99, help="discount of --method discounted")
     p.add_argument("--beta", type=float, default=0.1, help="β of --method dpo")

@@ -59,13 +59,15 @@ def _check_meta(out: Path, meta: dict) -> None:
 
 def run_rmbench(items, method, out_dir, meta: dict | None = None, limit: int | None = None,
                 system: str | None = None, skipped: list[str] | None = None,
-                progress: bool = True) -> dict:
+                skip_errors: bool = False, progress: bool = True) -> dict:
     """Score ``items`` (RM-Bench format) with ``method`` into ``out_dir``; return the score table.
 
     ``method(prompt, responses, system) -> list[float]`` gets an item's three chosen and
     three rejected responses in one call. ``limit`` scores only the first ``limit`` items
     (a quick look; a later run without it continues). ``skipped`` (invalid items left out
-    by the loader) is recorded in ``summary.json``.
+    by the loader) is recorded in ``summary.json``; with ``skip_errors`` an item the method
+    refuses with a ``ValueError`` (longer than the model's context, say) is added to it and
+    left out of the table (a later run tries it again) instead of stopping the run.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -77,10 +79,19 @@ def run_rmbench(items, method, out_dir, meta: dict | None = None, limit: int | N
     jsonl = out / "rewards.jsonl"
     done = {item_key(r): r for r in read_records(jsonl)}
     todo = [item for item in selected if item_key(item) not in done]
+    skipped, refused = list(skipped or []), set()
     with open(jsonl, "a", encoding="utf-8") as f:
         for item in tqdm(todo, desc=f"rmbench ({meta.get('method', 'reward')})", unit="item",
                          disable=not progress, initial=len(selected) - len(todo), total=len(selected)):
-            rewards = [float(r) for r in method(item["prompt"], item["chosen"] + item["rejected"], system=system)]
+            try:
+                rewards = [float(r) for r in method(item["prompt"], item["chosen"] + item["rejected"],
+                                                    system=system)]
+            except ValueError as err:
+                if not skip_errors:
+                    raise ValueError(f"item {item['id']!r} ({item['subset']}): {err}") from None
+                skipped.append(f"item {item['id']!r} ({item['subset']}): not scored: {err}")
+                refused.add(item_key(item))
+                continue
             if len(rewards) != 6 or not all(math.isfinite(r) for r in rewards):
                 raise ValueError(f"item {item['id']!r} ({item['subset']}): the method returned "
                                  f"{rewards}; expected 6 finite rewards")
@@ -89,9 +100,8 @@ def run_rmbench(items, method, out_dir, meta: dict | None = None, limit: int | N
             f.write(json.dumps(record) + "\n")
             f.flush()  # written through to the OS now: a crash or Ctrl-C keeps it
             done[item_key(item)] = record
-    records = [done[item_key(item)] for item in selected]
+    records = [done[item_key(item)] for item in selected if item_key(item) not in refused]
     table = score(records, records)
-    summary = {"scores": table, "run": meta, "n_items": len(records),
-               "skipped": list(skipped or [])}
+    summary = {"scores": table, "run": meta, "n_items": len(records), "skipped": skipped}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return table
