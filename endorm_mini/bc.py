@@ -72,6 +72,8 @@ class BCConfig:
     """Seeds the minibatch order (and torch's global generator for dropout)."""
     device: str = "auto"
     """``"auto"`` picks cuda, then mps, then cpu."""
+    bucket: int = 8
+    """Sort each window of this many batches by length before batching (1: no bucketing)."""
     log_every: int = 50
     """Refresh the progress bar's loss every this many steps."""
     progress: bool = True
@@ -110,22 +112,26 @@ def _context_length(config) -> int | None:
 def tokenize_examples(tokenizer, examples) -> list[tuple[list[int], int]]:
     """Each example as ``(prompt ids ⊕ response ids, number of prompt ids)``.
 
-    Prompts are rendered once per distinct ``(prompt, system)``: the chat template is the
-    slow part and demonstration sets repeat prompts many times.
+    Each distinct prompt and response is tokenized once: demonstration sets repeat them
+    many times and the chat template is slow.
     """
-    cache: dict = {}
+    prompts: dict = {}
+    responses: dict = {}
     out = []
     for i, example in enumerate(examples):
         prompt, response, system = _as_triple(example, i)
         key = (prompt if isinstance(prompt, str) else repr(prompt), system)
-        if key not in cache:
-            cache[key] = prompt_ids(tokenizer, prompt, system)
-        p_ids = cache[key]
-        try:
-            r_ids = response_ids(tokenizer, response)
-        except ValueError as err:
-            raise ValueError(f"example {i}: {err}") from None
-        out.append((p_ids + r_ids, len(p_ids)))
+        if key not in prompts:
+            prompts[key] = prompt_ids(tokenizer, prompt, system)
+        if not isinstance(response, str):
+            raise ValueError(f"example {i}: a response is a string, got {type(response).__name__}")
+        if response not in responses:
+            try:
+                responses[response] = response_ids(tokenizer, response)
+            except ValueError as err:
+                raise ValueError(f"example {i}: {err}") from None
+        p_ids = prompts[key]
+        out.append((p_ids + responses[response], len(p_ids)))
     return out
 
 
@@ -144,6 +150,26 @@ def collate(sequences: list[tuple[list[int], int]], pad_id: int):
 
 
 # ---------------------------------------------------------------- training loop
+def _epoch_batches(lengths: list[int], config: BCConfig, gen: torch.Generator) -> list[list[int]]:
+    """One epoch of minibatches in a seeded random order.
+
+    With ``config.bucket`` the examples of each window of ``bucket`` batches are sorted by
+    length before being cut into batches, so a batch pads to similar lengths (less wasted
+    compute); the batches are then shuffled, so the order stays random.
+    """
+    order = torch.randperm(len(lengths), generator=gen).tolist()
+    B = config.batch_size
+    if len(order) < B:   # fewer examples than a batch: repeat them
+        order = (order * (B // len(order) + 1))[:B]
+    if config.bucket > 1:
+        window = B * config.bucket
+        order = [i for w in range(0, len(order), window)
+                 for i in sorted(order[w:w + window], key=lengths.__getitem__)]
+    batches = [order[i:i + B] for i in range(0, len(order) - B + 1, B)]
+    shuffled = torch.randperm(len(batches), generator=gen).tolist()
+    return [batches[i] for i in shuffled]
+
+
 def _lr_factor(step: int, config: BCConfig) -> float:
     if step < config.warmup:
         return (step + 1) / config.warmup
@@ -181,15 +207,13 @@ def train_bc(model, tokenizer, examples, config: BCConfig | None = None) -> list
                                    {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, config))
 
-    order, cursor = torch.randperm(len(data), generator=gen), 0
+    batches: list[list[int]] = []
     losses: list[float] = []
     bar = tqdm(range(config.steps), desc="behaviour cloning", disable=not config.progress)
     for step in bar:
-        # Epochs of seeded permutations: every demonstration is seen once per epoch.
-        if cursor + config.batch_size > len(order):
-            order, cursor = torch.randperm(len(data), generator=gen), 0
-        idx = order[cursor:cursor + config.batch_size].tolist()
-        cursor += config.batch_size
+        if not batches:   # a new epoch: every demonstration is seen once per epoch
+            batches = _epoch_batches([len(ids) for ids, _ in data], config, gen)
+        idx = batches.pop()
         b_ids, b_attn, b_actions = (t.to(device) for t in collate([data[i] for i in idx],
                                                                   tokenizer.pad_token_id))
         logits = model(input_ids=b_ids, attention_mask=b_attn).logits      # [B, T, V]

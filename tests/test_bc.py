@@ -126,3 +126,18 @@ def test_too_long_demonstration_is_refused(tiny_tokenizer):
         train_bc(model, tiny_tokenizer, [("1+1", "2" * 30)], BCConfig(steps=1, progress=False))
     with pytest.raises(ValueError, match="example 0"):
         train_bc(model, tiny_tokenizer, [("1+1",)], BCConfig(steps=1, progress=False))
+
+
+def test_epoch_batches_cover_every_example_once_and_bucket_by_length():
+    from endorm_mini.bc import _epoch_batches
+
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.randint(5, 100, (640,), generator=g).tolist()
+    padded = {}
+    for bucket in (1, 8):
+        config = BCConfig(batch_size=32, bucket=bucket)
+        batches = _epoch_batches(lengths, config, torch.Generator().manual_seed(1))
+        assert sorted(i for b in batches for i in b) == list(range(640))
+        assert batches == _epoch_batches(lengths, config, torch.Generator().manual_seed(1))
+        padded[bucket] = sum(len(b) * max(lengths[i] for i in b) for b in batches)
+    assert padded[8] < 0.8 * padded[1]
