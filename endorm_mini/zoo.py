@@ -1,12 +1,30 @@
-"""Tiny checkpoints shipped with the package, and the character tokenizer they use.
+"""Tiny checkpoints shipped with the package, the script that retrains them, and their tokenizer.
 
 ``load(name)`` goes through ``AutoModelForCausalLM.from_pretrained`` and
 ``AutoTokenizer.from_pretrained`` on a folder inside the package: the same code path as
 a Hugging Face hub name, so every lesson runs unchanged on a real model.
+
+The checkpoints (``endorm_mini/zoo_models/NAME``, safetensors + ``metadata.json``):
+
+- ``tiny-arith``: a Llama-config model behaviour-cloned (eq. 2) on noisy arithmetic
+  demonstrations (``tasks.arith_demos``): greedy decoding is right, sampling at T = 1 is
+  right only about as often as the demonstrator was.
+- ``tiny-domains``: a GPT-2-config model cloned on the four-domain world and the persona
+  answers (``tasks.domain_demos``); its endogenous reward (eq. 12) prefers the correct
+  answer of held-out preference pairs, and each persona's answer under its system prompt.
+
+``retrain(name)`` rebuilds one from its seed and prints its quality figures next to the
+stored ones (``endorm-mini zoo retrain NAME``).
 """
 from __future__ import annotations
 
+import json
 import string
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
 
 from transformers import PreTrainedTokenizerFast
 
@@ -20,6 +38,7 @@ CHAT_TEMPLATE = (
 )
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>", "<|system|>", "<|user|>", "<|assistant|>"]
 ALPHABET = string.ascii_letters + string.digits + string.punctuation + " \n"
+ZOO_DIR = Path(__file__).parent / "zoo_models"
 
 
 def char_tokenizer(alphabet: str = ALPHABET) -> PreTrainedTokenizerFast:
@@ -43,3 +62,273 @@ def char_tokenizer(alphabet: str = ALPHABET) -> PreTrainedTokenizerFast:
     )
     tok.chat_template = CHAT_TEMPLATE
     return tok
+
+
+# ---------------------------------------------------------------- loading
+def available() -> list[str]:
+    """Names of the shipped checkpoints."""
+    if not ZOO_DIR.is_dir():
+        return []
+    return sorted(p.name for p in ZOO_DIR.iterdir() if (p / "config.json").is_file())
+
+
+def resolve(name_or_path: str) -> str:
+    """The folder of a zoo name; anything else (a local path, a hub id) unchanged.
+
+    The rule: a shipped name wins; then an existing local path; a name starting with
+    ``tiny-`` that is neither is a mistyped zoo name (error); the rest go to the hub.
+    """
+    name = str(name_or_path)
+    if name in available():
+        return str(ZOO_DIR / name)
+    if Path(name).exists():
+        return name
+    if name.startswith("tiny-"):
+        raise ValueError(f"unknown zoo model {name!r}; known: {', '.join(available()) or 'none'}")
+    return name
+
+
+def load(name_or_path: str, device="auto", dtype=None):
+    """``(model, tokenizer)`` for a zoo name, a local folder or a hub id; the model in eval mode."""
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .chat import ensure_pad_token
+    from .device import resolve_device, resolve_dtype
+
+    path = resolve(name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    ensure_pad_token(tokenizer)
+    kwargs = {}
+    if resolve_dtype(dtype) is not None:   # transformers 5 renamed torch_dtype to dtype
+        key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
+        kwargs[key] = resolve_dtype(dtype)
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    model.to(resolve_device(device)).eval()
+    gen = model.generation_config
+    gen.pad_token_id, gen.eos_token_id = tokenizer.pad_token_id, tokenizer.eos_token_id
+    if tokenizer.bos_token_id is not None:
+        gen.bos_token_id = tokenizer.bos_token_id
+    return model, tokenizer
+
+
+# ---------------------------------------------------------------- quality figures
+def arith_quality(model, tokenizer, samples: int = 4, seed: int = 0, device="auto") -> dict:
+    """Greedy and sampled (T = 1, ``samples`` per problem) accuracy on all 400 problems."""
+    from . import tasks
+
+    return {"greedy_accuracy": tasks.arith_accuracy(model, tokenizer, temperature=0.0, device=device),
+            "sampled_accuracy": tasks.arith_accuracy(model, tokenizer, temperature=1.0, samples=samples,
+                                                     seed=seed, device=device)}
+
+
+def domains_quality(model, tokenizer, n_per_domain: int = 40, seed: int = 1, device="auto") -> dict:
+    """How often the endogenous reward (eq. 12, summed) prefers the right answer, held out.
+
+    - ``preference_accuracy``: same-style pairs (RM-Bench's "normal" diagonal) of
+      ``mini_rmbench(n_per_domain, seed, split="test")``; rejected answers never appear in
+      training, and code prompts are held-out words. Also per RM-Bench subset.
+    - ``persona_accuracy``: under persona q's system prompt, q's answer beats another
+      persona's, on held-out topics; also per persona.
+    For one prompt ``V(s_1)`` cancels, so this compares sums of log π̂ over the response.
+    """
+    from . import tasks
+    from .reward import EndogenousReward
+
+    reward = EndogenousReward(model, tokenizer, device=device, batch_tokens=8192)
+    items = tasks.mini_rmbench(n_per_domain, seed=seed, split="test")
+    prompts = [x["prompt"] for x in items for _ in range(6)]
+    texts = [t for x in items for t in x["chosen"] + x["rejected"]]
+    totals = [r.total for r in reward.score_batch(prompts, texts, progress=False)]
+    wins: dict[str, list[bool]] = {}
+    for k, x in enumerate(items):
+        chosen, rejected = totals[6 * k:6 * k + 3], totals[6 * k + 3:6 * k + 6]
+        wins.setdefault(x["domain"], []).extend(c > r for c, r in zip(chosen, rejected))
+    figures = {"preference_accuracy": _mean(sum(wins.values(), [])),
+               "preference_by_subset": {d: _mean(w) for d, w in wins.items()}}
+    persona = {}
+    for q in tasks.PERSONAS:
+        pairs = tasks.persona_pairs(q, 3 * len(tasks.TOPICS_HELD_OUT), seed=seed, split="test")
+        systems = [p["system"] for p in pairs] * 2
+        scored = reward.score_batch([p["prompt"] for p in pairs] * 2,
+                                    [p["chosen"] for p in pairs] + [p["rejected"] for p in pairs],
+                                    system=systems, progress=False)
+        n = len(pairs)
+        persona[q] = _mean([scored[i].total > scored[n + i].total for i in range(n)])
+    figures["persona_accuracy"] = _mean(list(persona.values()))
+    figures["persona_by_persona"] = persona
+    return figures
+
+
+def _mean(xs) -> float:
+    return round(sum(xs) / len(xs), 4) if xs else float("nan")
+
+
+# ---------------------------------------------------------------- recipes
+@dataclass
+class Recipe:
+    """How a zoo checkpoint is made: a model config, demonstrations, a BC run, quality figures."""
+    summary: str
+    build: Callable      # (tokenizer) -> untrained model (seeded by the caller)
+    demos: Callable      # (n, seed) -> demonstrations for bc.train_bc
+    train: dict          # BCConfig fields
+    quality: Callable    # (model, tokenizer) -> figures
+    targets: dict        # figure -> (">=" or "<=", bound): what the shipped weights must show
+
+
+def _arith_model(tokenizer):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    return LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=192, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64,
+        tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id))
+
+
+def _domains_model(tokenizer):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    return GPT2LMHeadModel(GPT2Config(
+        vocab_size=len(tokenizer), n_embd=64, n_layer=2, n_head=4, n_positions=128,
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,   # no dropout: deterministic scores
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id))
+
+
+def _arith_demos(n, seed):
+    from .tasks import arith_demos
+    return arith_demos(n, p=0.6, seed=seed)
+
+
+def _domain_demos(n, seed):
+    from .tasks import domain_demos
+    return domain_demos(n, seed=seed)
+
+
+RECIPES = {
+    "tiny-arith": Recipe(
+        summary="Llama config, noisy arithmetic (demos right 60% of the time): greedy right, sampling ~60%",
+        build=_arith_model, demos=_arith_demos,
+        train=dict(steps=2500, batch_size=128, lr=3e-3, warmup=50),
+        quality=arith_quality,
+        targets={"greedy_accuracy": (">=", 0.95), "sampled_accuracy": ("<=", 0.8)}),
+    "tiny-domains": Recipe(
+        summary="GPT-2 config, four-domain RM-Bench world + personas: its endogenous reward prefers right answers",
+        build=_domains_model, demos=_domain_demos,
+        train=dict(steps=1500, batch_size=64, lr=3e-3, warmup=50),
+        quality=domains_quality,
+        targets={"preference_accuracy": (">=", 0.85), "persona_accuracy": (">=", 0.85)}),
+}
+
+
+def check_targets(name: str, figures: dict) -> list[str]:
+    """The targets of ``name`` that ``figures`` miss (empty: all met)."""
+    missed = []
+    for key, (op, bound) in RECIPES[name].targets.items():
+        value = figures[key]
+        if not (value >= bound if op == ">=" else value <= bound):
+            missed.append(f"{key} = {value} (target {op} {bound})")
+    return missed
+
+
+def metadata(name_or_path: str) -> dict:
+    """The ``metadata.json`` stored beside a checkpoint's weights."""
+    path = Path(resolve(name_or_path)) / "metadata.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no metadata.json in {path.parent}")
+    return json.loads(path.read_text())
+
+
+def retrain(name: str, out_dir=None, seed: int = 0, steps: int | None = None, install: bool = False,
+            progress: bool = True, device: str = "cpu") -> dict:
+    """Rebuild checkpoint ``name`` from ``seed``; save it with its metadata; return the metadata.
+
+    Writes to ``out_dir`` (default: a fresh temporary folder; ``install=True``: over the
+    shipped checkpoint). ``steps`` overrides the recipe's step budget (for smoke tests).
+    Prints the new quality figures next to the stored ones.
+    """
+    import torch
+    import transformers
+
+    from .bc import BCConfig, train_bc
+
+    if name not in RECIPES:
+        raise ValueError(f"no recipe for {name!r}; known: {', '.join(RECIPES)}")
+    if install and out_dir is not None:
+        raise ValueError("give either out_dir or install=True, not both")
+    recipe = RECIPES[name]
+    out = ZOO_DIR / name if install else Path(out_dir or tempfile.mkdtemp(prefix=f"endorm-mini-{name}-"))
+    config = BCConfig(**{**recipe.train, "seed": seed, "device": device, "progress": progress,
+                         **({"steps": steps} if steps else {})})
+    tokenizer = char_tokenizer()
+    torch.manual_seed(seed)
+    model = recipe.build(tokenizer)
+    demos = recipe.demos(config.steps * config.batch_size, seed)   # each demonstration seen once
+    start, cpu_start = time.perf_counter(), time.process_time()
+    losses = train_bc(model, tokenizer, demos, config)
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    figures = recipe.quality(model, tokenizer, device=device)
+
+    out.mkdir(parents=True, exist_ok=True)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    meta = {
+        "name": name, "summary": recipe.summary, "architecture": type(model).__name__,
+        "parameters": sum(p.numel() for p in model.parameters()), "seed": seed,
+        "train": config.to_dict(), "demonstrations": len(demos), "final_loss": round(sum(losses[-50:]) / len(losses[-50:]), 4),
+        "train_seconds": round(seconds, 1), "train_cpu_seconds": round(cpu_seconds, 1),
+        "torch_threads": torch.get_num_threads(),
+        "quality": figures, "targets": {k: list(v) for k, v in recipe.targets.items()},
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+    }
+    (out / "metadata.json").write_text(json.dumps(meta, indent=1) + "\n")
+    stored = metadata(name).get("quality", {}) if name in available() and not install else {}
+    print(f"{name}: {config.steps} steps in {seconds:.0f} s, saved to {out}")
+    print(_quality_table(figures, stored))
+    for miss in check_targets(name, figures):
+        print(f"  target missed: {miss}")
+    return meta
+
+
+def _quality_table(new: dict, stored: dict) -> str:
+    rows = [f"  {'figure':<26}{'retrained':>10}{'shipped':>10}"]
+    for key, value in new.items():
+        if isinstance(value, dict):
+            for sub, v in value.items():
+                old = stored.get(key, {}).get(sub, "-")
+                rows.append(f"  {key.split('_')[0] + ' ' + sub:<26}{v:>10}{old:>10}")
+        else:
+            rows.append(f"  {key:<26}{value:>10}{stored.get(key, '-'):>10}")
+    return "\n".join(rows)
+
+
+# ---------------------------------------------------------------- CLI: endorm-mini zoo
+def _list_command(args) -> int:
+    for name in available():
+        meta = metadata(name)
+        figures = ", ".join(f"{k} {v}" for k, v in meta.get("quality", {}).items() if not isinstance(v, dict))
+        print(f"{name:<14}{meta.get('architecture', '?'):<20}{meta.get('parameters', 0):>8,} params  {figures}")
+        print(f"{'':<14}{meta.get('summary', '')}")
+    return 0
+
+
+def _retrain_command(args) -> int:
+    meta = retrain(args.name, out_dir=args.out, seed=args.seed, steps=args.steps, install=args.install)
+    return 1 if check_targets(args.name, meta["quality"]) and not args.steps else 0
+
+
+def register_cli(sub) -> None:
+    zoo = sub.add_parser("zoo", help="the tiny shipped checkpoints: list, retrain",
+                         description="The tiny checkpoints shipped with endorm-mini.")
+    zsub = zoo.add_subparsers(dest="zoo_command", metavar="ZOO_COMMAND", required=True)
+    p = zsub.add_parser("list", help="shipped checkpoints and their stored quality figures")
+    p.set_defaults(func=_list_command)
+    p = zsub.add_parser("retrain", help="rebuild a checkpoint from its seed and compare its quality")
+    p.add_argument("name", choices=sorted(RECIPES))
+    p.add_argument("--out", default=None, help="output folder (default: a fresh temporary folder)")
+    p.add_argument("--install", action="store_true", help="overwrite the shipped checkpoint instead")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=None, help="override the step budget (quick look)")
+    p.set_defaults(func=_retrain_command)
