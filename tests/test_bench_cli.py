@@ -118,14 +118,17 @@ def test_malformed_item_names_file_index_and_id(bench_file, tmp_path, capsys):
     assert summary["n_items"] == 7 and len(summary["skipped"]) == 2
 
 
-def test_mini_bench_with_a_model_method(tmp_path, tiny_loader, capsys):
+def test_mini_bench_with_a_saved_model_folder(tmp_path, tiny_tokenizer):
+    """No stand-in loader: a model folder goes through zoo.load like a hub name would."""
+    folder = tmp_path / "model"
+    make_gpt2(tiny_tokenizer, seed=5).save_pretrained(folder)
+    tiny_tokenizer.save_pretrained(folder)
     out = tmp_path / "mini"
-    assert main(["rmbench", "--data", "mini", "--mini-n", "2", "--method", "meanlogprob",
-                 "--out", str(out), "--no-progress"]) == 0
+    assert main(["rmbench", "--model", str(folder), "--data", "mini", "--mini-n", "2",
+                 "--method", "meanlogprob", "--out", str(out), "--no-progress", "--device", "cpu"]) == 0
     records = read_jsonl(out / "rewards.jsonl")
     assert {r["domain"] for r in records} == {"chat", "code", "math", "safety"}
-    assert tiny_loader == ["tiny-domains"]
-    assert json.loads((out / "run.json").read_text())["method"] == "meanlogprob"
+    assert json.loads((out / "run.json").read_text())["model"] == str(folder)
 
 
 def test_dpo_needs_a_reference(bench_file, tmp_path, tiny_loader, capsys):
