@@ -292,7 +292,7 @@ def test_no_pad_token_and_no_eos_are_handled_with_warnings(ab_tokenizer):
         result = ppo.train(model, tok, ["ab", "b"], small_config(reward="custom", max_new_tokens=6),
                            reward_fn=reward_fn)
     messages = " ".join(str(w.message) for w in record)
-    assert "no pad token" in messages and "never emitted eos" in messages
+    assert "no pad token" in messages and "never emit eos" in messages
     assert tok.pad_token_id == tok.eos_token_id
     # pad = eos: the mask still ends at the first eos, and a cut response has no eos at all.
     assert all(tok.eos_token_id not in ids[:-1] for ids in seen)
