@@ -117,9 +117,9 @@ def arith_quality(model, tokenizer, samples: int = 4, seed: int = 0, device="aut
     """Greedy and sampled (T = 1, ``samples`` per problem) accuracy on all 400 problems."""
     from . import tasks
 
-    return {"greedy_accuracy": tasks.arith_accuracy(model, tokenizer, temperature=0.0, device=device),
-            "sampled_accuracy": tasks.arith_accuracy(model, tokenizer, temperature=1.0, samples=samples,
-                                                     seed=seed, device=device)}
+    greedy = tasks.arith_accuracy(model, tokenizer, temperature=0.0, device=device)
+    sampled = tasks.arith_accuracy(model, tokenizer, temperature=1.0, samples=samples, seed=seed, device=device)
+    return {"greedy_accuracy": round(greedy, 4), "sampled_accuracy": round(sampled, 4)}
 
 
 def domains_quality(model, tokenizer, n_per_domain: int = 40, seed: int = 1, device="auto") -> dict:
@@ -258,6 +258,7 @@ def retrain(name: str, out_dir=None, seed: int = 0, steps: int | None = None, in
     if install and out_dir is not None:
         raise ValueError("give either out_dir or install=True, not both")
     recipe = RECIPES[name]
+    stored = metadata(name).get("quality", {}) if name in available() else {}
     out = ZOO_DIR / name if install else Path(out_dir or tempfile.mkdtemp(prefix=f"endorm-mini-{name}-"))
     config = BCConfig(**{**recipe.train, "seed": seed, "device": device, "progress": progress,
                          **({"steps": steps} if steps else {})})
@@ -284,7 +285,6 @@ def retrain(name: str, out_dir=None, seed: int = 0, steps: int | None = None, in
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
     }
     (out / "metadata.json").write_text(json.dumps(meta, indent=1) + "\n")
-    stored = metadata(name).get("quality", {}) if name in available() and not install else {}
     print(f"{name}: {config.steps} steps in {seconds:.0f} s, saved to {out}")
     print(_quality_table(figures, stored))
     for miss in check_targets(name, figures):
