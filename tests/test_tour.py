@@ -1,0 +1,34 @@
+"""The README's first command: `endorm-mini tour` runs offline and shows what it claims."""
+from endorm_mini.cli import main
+from endorm_mini.tour import run_tour
+
+
+def test_tour_shows_the_identity_a_judge_and_the_greedy_gap(tmp_path, capsys):
+    figures = run_tour(tmp_path, n_per_domain=4)
+    out = capsys.readouterr().out
+    assert abs(figures["total"] - figures["identity"]) < 1e-4 and "(equal)" in out
+    assert figures["figure"].stat().st_size > 10_000
+    assert figures["overall"] > 0.75                       # a judge nobody trained
+    matrix = figures["diagonal"]
+    assert all(matrix[i, i] == matrix[i].max() for i in range(len(matrix)))
+    assert figures["greedy"] >= 0.95 and figures["sampled"] < figures["greedy"] - 0.15
+
+
+def test_cli_lists_the_commands(capsys):
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    for command in ("tour", "score", "zoo", "grade", "build-lessons"):
+        assert command in out
+
+
+def test_score_command_prints_the_table(capsys):
+    assert main(["score", "--model", "tiny-domains", "--prompt", "What is 2+2?", "--response", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "'</s>'" in out and "total Σ r̂" in out
+
+
+def test_score_command_rejects_bad_input(capsys):
+    assert main(["score", "--model", "tiny-nope", "--prompt", "x", "--response", "y"]) == 2
+    assert "unknown zoo model" in capsys.readouterr().err
+    assert main(["score", "--model", "tiny-domains", "--prompt", "x", "--response", ""]) == 2
+    assert "empty response" in capsys.readouterr().err
