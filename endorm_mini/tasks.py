@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
-from tqdm.auto import tqdm
 
 from .chat import ensure_pad_token, prompt_ids
 from .device import resolve_device

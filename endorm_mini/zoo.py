@@ -241,13 +241,28 @@ def metadata(name_or_path: str) -> dict:
 
 
 def retrain(name: str, out_dir=None, seed: int = 0, steps: int | None = None, install: bool = False,
-            progress: bool = True, device: str = "cpu") -> dict:
+            progress: bool = True, device: str = "cpu", threads: int | None = None) -> dict:
     """Rebuild checkpoint ``name`` from ``seed``; save it with its metadata; return the metadata.
 
     Writes to ``out_dir`` (default: a fresh temporary folder; ``install=True``: over the
     shipped checkpoint). ``steps`` overrides the recipe's step budget (for smoke tests).
+    ``threads`` sets torch's CPU threads for the run: on a CPU shared with other jobs one
+    thread was ~4× faster per step than torch's default of one per core (measured, 2 cores).
     Prints the new quality figures next to the stored ones.
     """
+    import torch
+
+    if threads is None:
+        return _retrain(name, out_dir, seed, steps, install, progress, device)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _retrain(name, out_dir, seed, steps, install, progress, device)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _retrain(name, out_dir, seed, steps, install, progress, device) -> dict:
     import torch
     import transformers
 
@@ -315,7 +330,8 @@ def _list_command(args) -> int:
 
 
 def _retrain_command(args) -> int:
-    meta = retrain(args.name, out_dir=args.out, seed=args.seed, steps=args.steps, install=args.install)
+    meta = retrain(args.name, out_dir=args.out, seed=args.seed, steps=args.steps, install=args.install,
+                   threads=args.threads)
     return 1 if check_targets(args.name, meta["quality"]) and not args.steps else 0
 
 
@@ -331,4 +347,6 @@ def register_cli(sub) -> None:
     p.add_argument("--install", action="store_true", help="overwrite the shipped checkpoint instead")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=None, help="override the step budget (quick look)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's; 1 is faster on a busy machine)")
     p.set_defaults(func=_retrain_command)
