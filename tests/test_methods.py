@@ -14,6 +14,16 @@ PROMPT, SYSTEM = "Name a colour.", "You are terse."
 RESPONSES = ["red", "It is blue, mostly.", "green!", "a"]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from threads, and on a busy 2-core machine OpenMP threads
+    waiting for each other made these tests ~15x slower (measured: 29 s vs 2 s)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def full_forward(model, tok, prompt, continuation_ids, system=None):
     """Reference: full fp32 log-softmax at every position; (log π [T], f(s,a) [T], V [T+1])."""
     p = prompt_ids(tok, prompt, system)
@@ -180,3 +190,16 @@ def test_diagonal_matrix_by_hand_and_dominance_can_fail():
     matrix[1, 0] = 1.0  # B's reward as good on A's pairs as on its own: not dominant
     assert diagonal_dominates(matrix, list(systems), list(pairs))["B"] is False
     assert format_matrix(matrix, list(systems), list(pairs)).splitlines()[-1].split() == ["D", "0.0", "0.0", "0.0"]
+
+
+def test_tiny_domains_diagonal_dominates_each_row():
+    """The shipped checkpoint: each persona's system prompt makes the best judge of its own pairs."""
+    from endorm_mini import zoo
+    from endorm_mini.bench.diagonal import diagonal_dominates, persona_diagonal
+
+    model, tok = zoo.load("tiny-domains", device="cpu")
+    # 20 pairs per persona, as `endorm-mini diagonal` (with 6, ties between cells appear).
+    method = methods.Endogenous(EndogenousReward(model, tok, device="cpu"))
+    matrix, rows, columns = persona_diagonal(method, n=20, progress=False)
+    assert rows == columns == ["Academy", "Business", "Entertainment", "Literature"]
+    assert diagonal_dominates(matrix, rows, columns) == dict.fromkeys(rows, True), matrix
