@@ -2,7 +2,6 @@
 import json
 
 import pytest
-import torch
 
 import endorm_mini.bench as bench
 from conftest import make_gpt2
@@ -10,16 +9,6 @@ from endorm_mini.bench import rmbench
 from endorm_mini.bench.runner import run_rmbench
 from endorm_mini import cli
 from endorm_mini.cli import main
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models gain nothing from threads, and on a busy 2-core machine OpenMP threads
-    waiting for each other made these tests ~15x slower (measured: 29 s vs 2 s)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def make_item(k, subset):

@@ -14,16 +14,6 @@ PROMPT, SYSTEM = "Name a colour.", "You are terse."
 RESPONSES = ["red", "It is blue, mostly.", "green!", "a"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models gain nothing from threads, and on a busy 2-core machine OpenMP threads
-    waiting for each other made these tests ~15x slower (measured: 29 s vs 2 s)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def full_forward(model, tok, prompt, continuation_ids, system=None):
     """Reference: full fp32 log-softmax at every position; (log π [T], f(s,a) [T], V [T+1])."""
     p = prompt_ids(tok, prompt, system)
