@@ -309,14 +309,12 @@ def train(model, tokenizer, prompts, config: PPOConfig | None = None, reward_fn=
         for g, rng in zip(generators, state["rng"]):
             g.set_state(rng.cpu())
         start, history = state["step"], state["history"]
-    prompt_cache = {}
+    prompt_cache = [prompt_ids(tokenizer, p) for p in prompts]  # the chat template is slow: render once
     for step in tqdm(range(start, cfg.steps), desc="ppo", unit="update", disable=not cfg.progress,
                      initial=start, total=cfg.steps):
         t0 = time.perf_counter()
         idx = torch.randint(len(prompts), (cfg.prompts_per_update,), generator=generators[1]).tolist()
         idx = [i for i in idx for _ in range(cfg.samples_per_prompt)]
-        for i in set(idx) - set(prompt_cache):  # the chat template is slow: render each prompt once
-            prompt_cache[i] = prompt_ids(tokenizer, prompts[i])
         model.eval()  # the KV cache (gradient checkpointing turns it off in train mode)
         with autocast:
             ro = generate(model, value_head, tokenizer, [prompts[i] for i in idx], cfg.max_new_tokens,

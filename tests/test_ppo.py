@@ -2,9 +2,7 @@
 forward, the section 3.3 facts on an exactly enumerable case, bad input, resume, and a
 short seeded run on noisy arithmetic."""
 import copy
-import math
 import os
-import warnings
 
 import pytest
 import torch
@@ -313,6 +311,7 @@ class KillAt:
         return False
 
 
+@pytest.mark.filterwarnings("ignore:responses that never emit eos")
 def test_a_killed_run_resumes_exactly(tmp_path, ab_tokenizer):
     prompts = ["a", "ab", "bb", "ba"]
     straight = make_gpt2(ab_tokenizer, seed=3)

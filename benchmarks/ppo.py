@@ -1,0 +1,342 @@
+"""PPO speed: ``endorm_mini.ppo`` vs TRL's trainers on the same work (issue 6, item 5).
+
+Same tiny model (a randomly initialised 2-layer GPT-2, n_embd 64, the kit's character
+tokenizer, fp32, 2 threads), 64 sequences per update with 8-token responses, one epoch,
+one minibatch, prompts from the arithmetic task rendered by the chat template. Each run
+is its own process (its peak memory is its own):
+
+- ``ours``          ``endorm_mini.ppo.train``: endogenous reward, KL 0.01, value head
+- ``trl-ppo``       TRL 1.12.0 ``trl.experimental.ppo.PPOTrainer`` as shipped (policy +
+                    reference + value model + reward model, GPT-2 sequence classifiers
+                    of the same size), and ``trl-ppo-nogc`` with its two
+                    ``gc.collect()`` calls per update patched out
+- ``trl-grpo``, ``trl-rloo``  the newest TRL's ``GRPOTrainer`` / ``RLOOTrainer`` (16
+                    prompts × 4 completions, β = 0.01 so the reference forward is done
+                    as in PPO, a zero-cost Python reward), and ``ours-grpo-shape``: ours
+                    on the same 16 × 4 prompts
+- ``generate``      the limit: bare ``model.generate`` on the same batch and lengths
+
+TRL is installed by this script with ``pip install --no-deps --target`` into its own
+folder (``--deps``, default ``~/.cache/endorm-mini/benchmarks``) together with the few
+packages it imports that the kit does not need (accelerate, datasets, pandas, …), and
+added to ``sys.path`` only inside its worker processes: the kit's environment is untouched.
+Prints seconds per update (median over the measured updates), generated tokens per second
+(batch × response width / seconds), the share of each update spent generating, peak
+memory above the loaded models (VmHWM), and the ratios against the targets.
+
+    python benchmarks/ppo.py                 # 20 measured updates after 3 warm-up ones
+    python benchmarks/ppo.py --quick         # a smoke run
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+
+BATCH, RESPONSE = 64, 8
+THREADS = int(os.environ.get("BENCH_THREADS", "2"))  # --threads sets it for the workers
+TRL_PPO = "trl==1.12.0"  # the last TRL with a PPO trainer (trl.experimental.ppo)
+TRL_DEPS = ["accelerate", "datasets", "pandas", "pyarrow", "dill", "xxhash", "multiprocess",
+            "psutil", "pytz", "tzdata"]
+
+
+# ---------------------------------------------------------------- installing TRL aside
+def install(folder: str, specs: list[str]) -> str:
+    """``pip install --no-deps --target folder specs`` once; returns the folder."""
+    if not os.path.isdir(folder):
+        print(f"installing {' '.join(specs)} into {folder}", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", folder, *specs],
+                       check=True)
+    return folder
+
+
+def trl_version(folder: str) -> str:
+    found = [d for d in os.listdir(folder) if re.fullmatch(r"trl-[\d.]+\.dist-info", d)]
+    return found[0][4:-10] if found else "?"
+
+
+# ---------------------------------------------------------------- the shared work
+def _rss_kb(field: str) -> int:
+    return int(re.search(rf"{field}:\s+(\d+)", open("/proc/self/status").read()).group(1))
+
+
+def _reset_peak() -> None:
+    with open("/proc/self/clear_refs", "w") as f:  # VmHWM := current RSS (Linux ≥ 4.0)
+        f.write("5")
+
+
+def build(seed: int = 0):
+    """(GPT-2 config, tokenizer, prompts): identical in every worker."""
+    import torch
+    from transformers import GPT2Config
+
+    from endorm_mini.tasks import arith_problems
+    from endorm_mini.zoo import char_tokenizer
+
+    torch.set_num_threads(THREADS)
+    tok = char_tokenizer()
+    config = GPT2Config(vocab_size=len(tok), n_embd=64, n_layer=2, n_head=4, n_positions=64,
+                        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                        pad_token_id=tok.pad_token_id)
+    return config, tok, arith_problems()
+
+
+def gpt2(config, seed=0, head="lm"):
+    import torch
+    from transformers import GPT2ForSequenceClassification, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    if head == "lm":
+        return GPT2LMHeadModel(config)
+    config = type(config).from_dict({**config.to_dict(), "num_labels": 1})
+    return GPT2ForSequenceClassification(config)
+
+
+def summary(step_seconds, gen_seconds, warm, base_kb) -> dict:
+    """Median seconds per update after ``warm`` ones, tokens/s, generating share, peak MB above ``base_kb``."""
+    steps, gens = step_seconds[warm:], gen_seconds[warm:]
+    s = statistics.median(steps)
+    return {"s_per_update": s, "tokens_per_s": BATCH * RESPONSE / s, "gen_share": sum(gens) / sum(steps),
+            "updates": len(steps), "peak_mb": (_rss_kb("VmHWM") - base_kb) / 1024}
+
+
+# ---------------------------------------------------------------- workers
+def work_ours(n, warm, prompts_per_update=BATCH, samples=1):
+    from endorm_mini import ppo
+
+    config, tok, prompts = build()
+    model = gpt2(config)
+    cfg = ppo.PPOConfig(steps=warm + n, prompts_per_update=prompts_per_update, samples_per_prompt=samples,
+                        max_new_tokens=RESPONSE, epochs=1, minibatches=1, progress=False, device="cpu")
+    _reset_peak()
+    base = _rss_kb("VmRSS")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # random weights rarely emit eos: "never emit eos" is expected
+        history = ppo.train(model, tok, prompts, cfg).history
+    return summary([h["seconds"] for h in history], [h["gen_seconds"] for h in history], warm, base)
+
+
+def work_generate(n, warm):
+    import torch
+
+    from endorm_mini.chat import prompt_ids
+
+    config, tok, prompts = build()
+    model = gpt2(config).eval()
+    ids = [prompt_ids(tok, p) for p in prompts[:BATCH]]
+    L = max(map(len, ids))
+    input_ids = torch.tensor([[tok.pad_token_id] * (L - len(x)) + x for x in ids])
+    attention = (input_ids != tok.pad_token_id).long()
+    _reset_peak()
+    base, times = _rss_kb("VmRSS"), []
+    for _ in range(warm + n):
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            model.generate(input_ids=input_ids, attention_mask=attention, do_sample=True, top_k=0, top_p=1.0,
+                           max_new_tokens=RESPONSE, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        times.append(time.perf_counter() - t0)
+    return summary(times, times, warm, base)
+
+
+def _dataset(columns: dict):
+    """A ``datasets.Dataset``; its fingerprint (a cache key only) falls back to a plain hash.
+
+    datasets 5.2 fingerprints a dataset by pickling its state with dill, which fails on
+    pyarrow's ``MonthDayNano`` type here ("not found as builtins.MonthDayNano").
+    """
+    import hashlib
+
+    import datasets
+    import datasets.fingerprint as fp
+
+    original = fp.Hasher.hash.__func__
+
+    def safe_hash(cls, value):
+        try:
+            return original(cls, value)
+        except Exception:
+            return hashlib.sha256(repr(value).encode()).hexdigest()[:16]
+    fp.Hasher.hash = classmethod(safe_hash)
+    return datasets.Dataset.from_dict(columns)
+
+
+class _Clock:
+    """Step times from a TrainerCallback, generation times from a wrapped function."""
+
+    def __init__(self):
+        self.steps, self.gens, self.last, self.gen = [], [], None, 0.0
+
+    def wrap(self, fn):
+        def timed(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.gen += time.perf_counter() - t0
+        return timed
+
+    def callback(self):
+        from transformers import TrainerCallback
+
+        clock = self
+
+        class StepClock(TrainerCallback):
+            def on_step_begin(self, args, state, control, **kw):
+                if clock.last is None:
+                    clock.last = time.perf_counter()
+
+            def on_step_end(self, args, state, control, **kw):
+                now = time.perf_counter()
+                clock.steps.append(now - clock.last)
+                clock.gens.append(clock.gen)
+                clock.last, clock.gen = now, 0.0
+        return StepClock()
+
+
+def work_trl_ppo(n, warm, nogc=False):
+    import copy
+    import tempfile
+    import types
+
+    import torch
+    import trl.experimental.ppo.ppo_trainer as pt
+    from endorm_mini.chat import prompt_ids
+    from trl.experimental.ppo import PPOConfig, PPOTrainer
+
+    config, tok, prompts = build()
+    tok.padding_side = "left"
+    policy = gpt2(config)
+    ref, value, reward = copy.deepcopy(policy), gpt2(config, 1, "cls"), gpt2(config, 2, "cls")
+    data = _dataset({"input_ids": [prompt_ids(tok, p) for p in prompts]})
+    clock = _Clock()
+    pt.batch_generation = clock.wrap(pt.batch_generation)
+    if nogc:
+        pt.gc = types.SimpleNamespace(collect=lambda *a: 0)
+    args = PPOConfig(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=BATCH, gradient_accumulation_steps=1,
+                     num_mini_batches=1, num_ppo_epochs=1, local_rollout_forward_batch_size=BATCH,
+                     response_length=RESPONSE, total_episodes=BATCH * (warm + n), stop_token="eos",
+                     kl_coef=0.01, num_sample_generations=0, report_to=[], save_strategy="no",
+                     logging_strategy="no", use_cpu=True, seed=0, learning_rate=3e-4, disable_tqdm=True, bf16=False)
+    trainer = PPOTrainer(args=args, processing_class=tok, model=policy, ref_model=ref, reward_model=reward,
+                         value_model=value, train_dataset=data, callbacks=[clock.callback()])
+    torch.set_num_threads(THREADS)
+    trainer.log = lambda *a, **k: None  # logging is not what we time
+    _reset_peak()
+    base = _rss_kb("VmRSS")
+    clock.last = time.perf_counter()
+    trainer.train()
+    return summary(clock.steps, clock.gens, warm, base)
+
+
+def work_trl_group(n, warm, kind="grpo"):
+    import tempfile
+
+    import torch
+    import trl
+
+    config, tok, prompts = build()
+    folder = tempfile.mkdtemp()  # with β > 0 these trainers load the reference from the model's path
+    gpt2(config).save_pretrained(folder)
+    Trainer = trl.GRPOTrainer if kind == "grpo" else trl.RLOOTrainer
+    Config = trl.GRPOConfig if kind == "grpo" else trl.RLOOConfig
+    data = _dataset({"prompt": [[{"role": "user", "content": p}] for p in prompts]})
+    clock = _Clock()
+    Trainer._generate = clock.wrap(Trainer._generate)
+    args = Config(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=BATCH, num_generations=4,
+                  max_completion_length=RESPONSE, beta=0.01, num_iterations=1, max_steps=warm + n,
+                  report_to=[], save_strategy="no", logging_strategy="no", use_cpu=True, seed=0,
+                  learning_rate=3e-4, disable_tqdm=True, bf16=False, top_k=0, top_p=1.0, temperature=1.0)
+    trainer = Trainer(model=folder, reward_funcs=lambda completions, **kw: [0.0] * len(completions), args=args,
+                      train_dataset=data, processing_class=tok, callbacks=[clock.callback()])
+    torch.set_num_threads(THREADS)
+    _reset_peak()
+    base = _rss_kb("VmRSS")
+    trainer.train()
+    return summary(clock.steps, clock.gens, warm, base)
+
+
+WORKERS = {"ours": work_ours, "ours-grpo-shape": lambda n, w: work_ours(n, w, BATCH // 4, 4),
+           "generate": work_generate, "trl-ppo": work_trl_ppo,
+           "trl-ppo-nogc": lambda n, w: work_trl_ppo(n, w, nogc=True),
+           "trl-grpo": lambda n, w: work_trl_group(n, w, "grpo"), "trl-rloo": lambda n, w: work_trl_group(n, w, "rloo")}
+
+
+# ---------------------------------------------------------------- driver
+def run_worker(name: str, n: int, warm: int, paths: list[str]) -> dict:
+    env = dict(os.environ, TRL_EXPERIMENTAL_SILENCE="1", TOKENIZERS_PARALLELISM="false",
+               OMP_NUM_THREADS=os.environ.get("BENCH_THREADS", "2"), WANDB_DISABLED="true", HF_HUB_OFFLINE="1")
+    cmd = [sys.executable, __file__, "--worker", name, "--updates", str(n), "--warmup", str(warm)]
+    for p in paths:
+        cmd += ["--path", p]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+    if proc.returncode or not lines:
+        return {"error": (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]}
+    return json.loads(lines[-1][7:])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--updates", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds; the best median is kept")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--threads", type=int, default=THREADS, help="torch threads per worker (2 as in issue 6)")
+    parser.add_argument("--deps", default=os.path.expanduser("~/.cache/endorm-mini/benchmarks"))
+    parser.add_argument("--only", nargs="*", default=None, help="run only these (names as printed)")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--path", action="append", default=[], help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        sys.path[:0] = args.path  # TRL and its imports exist only in this process
+        print("RESULT " + json.dumps(WORKERS[args.worker](args.updates, args.warmup)), flush=True)
+        return 0
+    n, warm, rounds = (3, 1, 1) if args.quick else (args.updates, args.warmup, args.rounds)
+    os.environ["BENCH_THREADS"] = str(args.threads)  # read by the workers
+    deps = install(os.path.join(args.deps, "trl-deps"), TRL_DEPS)
+    old = install(os.path.join(args.deps, "trl-1.12.0"), [TRL_PPO])
+    new = install(os.path.join(args.deps, "trl-newest"), ["trl"])
+    plan = [("generate", []), ("ours", []), ("trl-ppo", [old, deps]), ("trl-ppo-nogc", [old, deps]),
+            ("ours-grpo-shape", []), ("trl-grpo", [new, deps]), ("trl-rloo", [new, deps])]
+    plan = [p for p in plan if args.only is None or p[0] in args.only]
+    print(f"CPU, {args.threads} thread(s) per run, 2-layer GPT-2 n_embd 64 fp32; {BATCH} sequences × {RESPONSE} "
+          f"tokens per update, 1 epoch, 1 minibatch; median of {n} updates after {warm} warm-up, best of "
+          f"{rounds} interleaved round(s); TRL PPO {trl_version(old)}, newest TRL {trl_version(new)}")
+    results: dict = {}
+    for _ in range(rounds):  # interleaved, so a busy spell of a shared CPU hits every run alike
+        for name, paths in plan:
+            r = run_worker(name, n, warm, paths)
+            best = results.get(name)
+            if best is None or "error" in best or ("error" not in r and r["s_per_update"] < best["s_per_update"]):
+                results[name] = r
+    print(f"{'run':<16} {'s/update':>9} {'tokens/s':>9} {'generating':>11} {'peak MB':>8}")
+    for name, _ in plan:
+        r = results[name]
+        if "error" in r:
+            print(f"{name:<16} failed: {r['error']}")
+            continue
+        print(f"{name:<16} {r['s_per_update']:>9.4f} {r['tokens_per_s']:>9.0f} {r['gen_share']:>10.0%} "
+              f"{r['peak_mb']:>8.1f}")
+    ok = lambda *names: all("s_per_update" in results.get(k, {}) for k in names)  # noqa: E731
+    for a, b, target in (("ours", "trl-ppo-nogc", 1.5), ("ours", "trl-ppo", None),
+                         ("ours-grpo-shape", "trl-grpo", 1.0), ("ours-grpo-shape", "trl-rloo", None)):
+        if ok(a, b):
+            r = results[b]["s_per_update"] / results[a]["s_per_update"]
+            goal = f"  (target ≥ {target}×: {'met' if r >= target else 'NOT met'})" if target else ""
+            print(f"{a} vs {b}: {r:.2f}× {'faster' if r >= 1 else 'slower'} per update{goal}")
+    if ok("ours", "generate"):
+        g, o = results["generate"]["s_per_update"], results["ours"]
+        print(f"limit: bare model.generate on the same batch takes {g:.4f} s; an update of ours takes "
+              f"{o['s_per_update'] / g:.1f}× that, {o['gen_share']:.0%} of it generating, "
+              f"{1 - o['gen_share']:.0%} scoring and learning")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
