@@ -359,9 +359,10 @@ def persona_pairs(persona: str, n: int = 20, seed: int = 0, split: str = "test")
     system = persona_system(persona)
     rng = random.Random(f"persona-{persona}-{seed}")
     others = [q for q in PERSONAS if q != persona]
+    rng.shuffle(others)  # rejected personas take turns, so each is beaten equally often
     topics, pairs = _topics(split), []
     for i in range(n):
-        topic, other = topics[i % len(topics)], rng.choice(others)
+        topic, other = topics[i % len(topics)], others[i % len(others)]
         pairs.append({"prompt": persona_prompt(topic), "system": system,
                       "chosen": persona_answer(persona, topic), "rejected": persona_answer(other, topic),
                       "persona": persona, "rejected_persona": other})
