@@ -1,30 +1,37 @@
 """PPO speed: ``endorm_mini.ppo`` vs TRL's trainers on the same work (issue 6, item 5).
 
 Same tiny model (a randomly initialised 2-layer GPT-2, n_embd 64, the kit's character
-tokenizer, fp32, 2 threads), 64 sequences per update with 8-token responses, one epoch,
-one minibatch, prompts from the arithmetic task rendered by the chat template. Each run
-is its own process (its peak memory is its own):
+tokenizer, fp32), 64 sequences per update with 8-token responses, one epoch, one
+minibatch, prompts from the arithmetic task rendered by the chat template; tokens/s =
+64 × 8 / seconds per update. Each run is its own process (its peak memory is its own):
 
-- ``ours``          ``endorm_mini.ppo.train``: endogenous reward, KL 0.01, value head
-- ``trl-ppo``       TRL 1.12.0 ``trl.experimental.ppo.PPOTrainer`` as shipped (policy +
-                    reference + value model + reward model, GPT-2 sequence classifiers
-                    of the same size), and ``trl-ppo-nogc`` with its two
-                    ``gc.collect()`` calls per update patched out
-- ``trl-grpo``, ``trl-rloo``  the newest TRL's ``GRPOTrainer`` / ``RLOOTrainer`` (16
-                    prompts × 4 completions, β = 0.01 so the reference forward is done
-                    as in PPO, a zero-cost Python reward), and ``ours-grpo-shape``: ours
-                    on the same 16 × 4 prompts
 - ``generate``      the limit: bare ``model.generate`` on the same batch and lengths
+- ``ours``          ``endorm_mini.ppo.train``: endogenous reward and KL from one reference
+                    forward, log-probs and values from the generation itself, value head
+- ``trl-ppo``       TRL 1.12.0 ``trl.experimental.ppo.PPOTrainer`` as shipped: policy,
+                    reference, value model and reward model (GPT-2 sequence classifiers of
+                    the same size), so three forwards after generating; ``trl-ppo-nogc``
+                    the same with its two ``gc.collect()`` calls per update patched out
+- ``trl-grpo``, ``trl-rloo``  the newest TRL's ``GRPOTrainer`` / ``RLOOTrainer``, 16 prompts
+                    × 4 completions, β = 0.01 (so the reference forward is done, as in PPO),
+                    a zero-cost Python reward; ``ours-grpo-shape`` is ours on 16 × 4
 
 TRL is installed by this script with ``pip install --no-deps --target`` into its own
-folder (``--deps``, default ``~/.cache/endorm-mini/benchmarks``) together with the few
-packages it imports that the kit does not need (accelerate, datasets, pandas, …), and
-added to ``sys.path`` only inside its worker processes: the kit's environment is untouched.
-Prints seconds per update (median over the measured updates), generated tokens per second
-(batch × response width / seconds), the share of each update spent generating, peak
-memory above the loaded models (VmHWM), and the ratios against the targets.
+folders (``--deps``, default ``~/.cache/endorm-mini/benchmarks``) with the packages it
+imports that the kit does not need (accelerate, datasets, pandas, pyarrow, …), and put
+on ``sys.path`` only inside its worker processes: the kit's environment is untouched.
+Two things make TRL run here: its configs default to ``bf16=True`` even on a CPU (set
+False: fp32 is the work), and datasets 5.2 cannot fingerprint a dataset on this machine
+(dill cannot pickle pyarrow's ``MonthDayNano``), so fingerprints fall back to a plain hash.
 
-    python benchmarks/ppo.py                 # 20 measured updates after 3 warm-up ones
+Measured on the shared 2-core CPU (one run each, best of 2 interleaved rounds):
+  2 threads: ours 0.047 s/update (11,000 tok/s); TRL PPO 0.51 as shipped, 0.081 gc-free
+  (1.72×); GRPO 0.089 (1.88×); RLOO 0.098 (2.06×); bare generate 0.024 s.
+  1 thread:  ours 0.056; TRL PPO 0.53 / 0.097 gc-free (1.73×); GRPO 0.099 (1.75×).
+A busy neighbour on the CPU stalls 2-thread runs by 10-100× at random: use ``--threads 1``
+or more ``--rounds`` on a shared machine.
+
+    python benchmarks/ppo.py                 # 20 measured updates after 3 warm-up, 2 rounds
     python benchmarks/ppo.py --quick         # a smoke run
 """
 from __future__ import annotations
