@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .chat import ensure_pad_token, prompt_ids, response_ids
+from .chat import context_length, ensure_pad_token, prompt_ids, response_ids
 from .device import resolve_device
 
 
@@ -100,13 +100,6 @@ def _as_triple(example, index: int):
     if isinstance(example, (tuple, list)) and len(example) in (2, 3):
         return (*example, None)[:3]
     raise ValueError(f"example {index}: expected (prompt, response[, system]) or a dict, got {example!r:.80}")
-
-
-def _context_length(config) -> int | None:
-    for key in ("max_position_embeddings", "n_positions", "n_ctx"):
-        if getattr(config, key, None):
-            return int(getattr(config, key))
-    return None
 
 
 def tokenize_examples(tokenizer, examples) -> list[tuple[list[int], int]]:
@@ -192,7 +185,7 @@ def train_bc(model, tokenizer, examples, config: BCConfig | None = None) -> list
         raise ValueError("train_bc needs at least one example")
     ensure_pad_token(tokenizer)
     data = tokenize_examples(tokenizer, examples)
-    limit = _context_length(model.config)
+    limit = context_length(model.config)
     longest = max(len(ids) for ids, _ in data)
     if limit is not None and longest > limit:
         raise ValueError(f"a demonstration is {longest} tokens long but the model's context is {limit}")

@@ -68,3 +68,12 @@ def ensure_pad_token(tokenizer) -> None:
             raise ValueError(f"{type(tokenizer).__name__} has neither a pad nor an eos token")
         warnings.warn("tokenizer has no pad token: using its eos token as pad", stacklevel=2)
         tokenizer.pad_token = tokenizer.eos_token
+
+
+def context_length(config) -> int | None:
+    """How many tokens the model can attend to, from its config (``None`` if it does not say)."""
+    for name in ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length", "seq_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None

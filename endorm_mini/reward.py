@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from .chat import ensure_pad_token, prompt_ids, response_ids
+from .chat import context_length, ensure_pad_token, prompt_ids, response_ids
 from .device import resolve_device, resolve_dtype
 
 
@@ -103,14 +103,6 @@ class RewardResult:
 
 
 # ---------------------------------------------------------------- scoring HF models
-def _context_length(config) -> int | None:
-    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
-        value = getattr(config, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
-
-
 class EndogenousReward:
     """Endogenous rewards (eq. 12) of a causal LM, ``α`` being the soft-Q temperature.
 
@@ -135,7 +127,7 @@ class EndogenousReward:
         self.alpha = float(alpha)
         self.chunk_size = chunk_size
         self.batch_tokens = batch_tokens or (16384 if self.device.type == "cuda" else 1024)
-        self.max_length = _context_length(model.config)
+        self.max_length = context_length(model.config)
         # Models whose head is more than a linear map (soft-capping, logit scaling) are
         # scored through their full forward so the logits are exactly theirs.
         config = model.config
