@@ -83,6 +83,7 @@ def _tour_command(args: argparse.Namespace) -> int:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # tiny checkpoints load instantly; keep the tour readable
+    torch.set_num_threads(1)           # ~100k-parameter models: extra threads only add hand-offs
     run_tour(args.out, device=args.device, seed=args.seed)
     return 0
 
