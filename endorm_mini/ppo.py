@@ -309,7 +309,7 @@ def train(model, tokenizer, prompts, config: PPOConfig | None = None, reward_fn=
         for g, rng in zip(generators, state["rng"]):
             g.set_state(rng.cpu())
         start, history = state["step"], state["history"]
-    prompt_cache = [prompt_ids(tokenizer, p) for p in prompts]  # the chat template is slow: render once
+    prompt_tokens = [prompt_ids(tokenizer, p) for p in prompts]  # the chat template is slow: render once
     for step in tqdm(range(start, cfg.steps), desc="ppo", unit="update", disable=not cfg.progress,
                      initial=start, total=cfg.steps):
         t0 = time.perf_counter()
@@ -318,7 +318,7 @@ def train(model, tokenizer, prompts, config: PPOConfig | None = None, reward_fn=
         model.eval()  # the KV cache (gradient checkpointing turns it off in train mode)
         with autocast:
             ro = generate(model, value_head, tokenizer, [prompts[i] for i in idx], cfg.max_new_tokens,
-                          cfg.temperature, generators[0], [prompt_cache[i] for i in idx])
+                          cfg.temperature, generators[0], [prompt_tokens[i] for i in idx])
             scored = score_rollout(ro, ref_model, cfg, reward_fn, is_correct)
         truncated = float((~ro.ended).float().mean())
         if truncated > 0:  # one message text, so Python shows it once
@@ -377,7 +377,7 @@ def _ppo_command(args: argparse.Namespace) -> int:
         ax.set(xlabel="PPO update", ylabel=label)
     fig.tight_layout()
     fig.savefig(os.path.join(args.out, "ppo.png"), dpi=100)
-    print(f"sampled accuracy (T = 1, {n} per problem): {before:.3f} → {after:.3f} after {len(history)} updates "
+    print(f"sampled accuracy (T = 1, {n} per problem): base {before:.3f} → {after:.3f} after {len(history)} updates "
           f"({seconds:.1f} s in this run); wrote log.csv, ppo.png, ppo.pt to {args.out}")
     return 0
 

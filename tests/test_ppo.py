@@ -365,3 +365,18 @@ def test_a_short_seeded_run_raises_sampled_accuracy_on_noisy_arithmetic():
     # reward climbs toward its sequence-level mode, the right answer (PAPER.md §6).
     assert before < 0.75 and after > before + 0.15, (before, after)
     assert history[-1]["kl"] > 0.05  # it moved away from the reference, as it must to get there
+
+
+@pytest.mark.filterwarnings("ignore:responses that never emit eos")
+def test_cli_writes_log_plot_checkpoint_and_resumes(tmp_path, capsys):
+    from endorm_mini import cli, zoo
+
+    if ARITH not in zoo.available() and not os.path.isdir(ARITH):
+        pytest.skip("the tiny-arith checkpoint is not in the zoo yet")
+    args = ["ppo", "--model", ARITH, "--steps", "2", "--out", str(tmp_path), "--eval-samples", "1", "--device", "cpu"]
+    assert cli.main(args) == 0
+    assert {p.name for p in tmp_path.iterdir()} >= {"log.csv", "ppo.png", "ppo.pt"}
+    assert cli.main(args[:4] + ["4"] + args[5:] + ["--resume"]) == 0
+    assert (tmp_path / "log.csv").read_text().count("\n") == 5  # header + 2 + 2 resumed updates
+    assert "after 4 updates" in capsys.readouterr().out
+    assert cli.main(["ppo", "--model", "tiny-nope", "--steps", "1", "--out", str(tmp_path)]) == 2
