@@ -298,8 +298,8 @@ def train(model, tokenizer, prompts, config: PPOConfig | None = None, reward_fn=
     autocast = torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)  # fp16 needs loss scaling
     generators = [torch.Generator(device).manual_seed(cfg.seed), torch.Generator().manual_seed(cfg.seed + 1)]
-    if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+    if cfg.gradient_checkpointing:  # transformers 5.2x renamed it activation checkpointing
+        (getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable)()
     history, start, parts = [], 0, {"model": model, "value_head": value_head, "optimizer": optimizer, "scaler": scaler}
     path = os.path.join(cfg.checkpoint_dir, "ppo.pt") if cfg.checkpoint_dir else None
     if resume and path and os.path.exists(path):  # a killed run goes on exactly: weights, optimizer, log, RNG
