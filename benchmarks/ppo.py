@@ -24,10 +24,11 @@ Two things make TRL run here: its configs default to ``bf16=True`` even on a CPU
 False: fp32 is the work), and datasets 5.2 cannot fingerprint a dataset on this machine
 (dill cannot pickle pyarrow's ``MonthDayNano``), so fingerprints fall back to a plain hash.
 
-Measured on the shared 2-core CPU (one run each, best of 2 interleaved rounds):
-  2 threads: ours 0.047 s/update (11,000 tok/s); TRL PPO 0.51 as shipped, 0.081 gc-free
-  (1.72×); GRPO 0.089 (1.88×); RLOO 0.098 (2.06×); bare generate 0.024 s.
-  1 thread:  ours 0.056; TRL PPO 0.53 / 0.097 gc-free (1.73×); GRPO 0.099 (1.75×).
+Measured on the shared 2-core CPU, quiet spell (one run: best of 2 interleaved rounds):
+  2 threads: ours 0.040 s/update (12,800 tok/s, 56 MB peak); TRL 1.12 PPO 0.46 as shipped
+  (11.6×), 0.074 gc-free (1.84×, 83 MB); TRL 1.16 GRPO 0.088 (2.21×), RLOO 0.075 (1.89×);
+  bare generate 0.018 s: an update of ours is 2.2× that, 47% of it generating.
+  1 thread (busier spell): ours 0.056; TRL PPO 0.53 / 0.097 gc-free (1.73×); GRPO 0.099 (1.75×).
 A busy neighbour on the CPU stalls 2-thread runs by 10-100× at random: use ``--threads 1``
 or more ``--rounds`` on a shared machine.
 
