@@ -20,7 +20,6 @@ that links them is the policy error
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
