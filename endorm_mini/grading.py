@@ -165,7 +165,11 @@ def compare(got: Any, want: Any, rtol: float = 1e-5, atol: float = 1e-6, path: s
         if abs(got - want) <= atol + rtol * abs(want) or got == want:
             return None
         return f"{path}: got {got:.6g}, expected {want:.6g} (rtol={rtol:g}, atol={atol:g})"
-    return None if got == want else f"{path}: got {got!r}, expected {want!r}"
+    try:
+        equal = bool(got == want)
+    except (ValueError, TypeError, RuntimeError):  # e.g. an array for a string: no single truth
+        equal = False
+    return None if equal else f"{path}: got {_kind(got) if hasattr(got, 'shape') else repr(got)}, expected {want!r}"
 
 
 # ---------------------------------------------------------------- running a check

@@ -304,13 +304,19 @@ def write_rmbench(items: list[dict], out_dir) -> list[Path]:
     ``chat_filtered.json``, ``code_filtered.json``, ``math_filtered.json``,
     ``safety-refuse_filtered.json``, ``safety-response_filtered.json``: JSON arrays.
     """
+    # Items read back by bench.rmbench carry domain "safety" and their file in "subset".
+    subset_of = [x.get("subset", x["domain"]) for x in items]
+    unknown = sorted(set(subset_of) - set(SUBSETS))
+    if unknown:
+        raise ValueError(f"items of subset(s) {unknown} have no RM-Bench file; known: {sorted(SUBSETS)}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / "total_dataset.json"]
     paths[0].write_text(json.dumps(items, indent=1, ensure_ascii=False))
     for subset in SUBSETS:
         path = out / f"{subset}_filtered.json"
-        path.write_text(json.dumps([x for x in items if x["domain"] == subset], indent=1, ensure_ascii=False))
+        chosen = [x for x, s in zip(items, subset_of) if s == subset]
+        path.write_text(json.dumps(chosen, indent=1, ensure_ascii=False))
         paths.append(path)
     return paths
 

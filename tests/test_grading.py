@@ -379,3 +379,12 @@ def test_grade_scores_each_exercise_on_a_colab_saved_notebook(fake, tmp_path, ca
 def test_grade_reports_a_missing_notebook_in_one_line(capsys):
     assert cli.main(["grade", "no/such.ipynb"]) == 2
     assert "no notebook at no/such.ipynb" in capsys.readouterr().err
+
+
+def test_compare_reports_an_array_where_a_string_was_expected():
+    import numpy as np
+
+    from endorm_mini.grading import compare
+
+    assert "ndarray" in compare(np.array([1, 2]), "abc", 1e-5, 1e-8, "output")
+    assert compare(np.bool_(True), True, 1e-5, 1e-8, "output") is None

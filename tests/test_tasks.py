@@ -162,3 +162,13 @@ def test_persona_pairs():
     demos = T.domain_demos(5000, seed=0)
     assert {d.system for d in demos} == {None} | {T.persona_system(q) for q in T.PERSONAS}
     assert not {d.prompt for d in demos} & {T.persona_prompt(t) for t in T.TOPICS_HELD_OUT}
+
+
+def test_write_rmbench_round_trips_items_read_back_by_the_loader(tmp_path):
+    """Items loaded by bench.rmbench carry domain "safety"; rewriting them keeps both safety files."""
+    from endorm_mini.bench import rmbench
+
+    items = rmbench.load(T.write_rmbench(T.mini_rmbench(4, seed=0), tmp_path / "a")[1:])
+    again = rmbench.load(T.write_rmbench(items, tmp_path / "b")[1:])
+    assert sorted(x["subset"] for x in again) == sorted(x["subset"] for x in items)
+    assert {x["subset"] for x in again} >= {"safety-refuse", "safety-response"}

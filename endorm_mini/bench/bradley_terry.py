@@ -85,7 +85,7 @@ class BradleyTerryRM(torch.nn.Module):
     @torch.no_grad()
     def __call__(self, prompt, responses, system=None) -> list[float]:
         feats = self.features([self.sequence(prompt, r, system) for r in responses])
-        return self.head(feats).squeeze(-1).float().tolist()
+        return self.head(feats.to(self.head.weight.dtype)).squeeze(-1).float().tolist()  # bf16 LMs too
 
 
 def pairs_from_items(items, all_styles: bool = False) -> list[tuple[str, str, str]]:
