@@ -193,3 +193,14 @@ def test_tiny_domains_diagonal_dominates_each_row():
     matrix, rows, columns = persona_diagonal(method, n=20, progress=False)
     assert rows == columns == ["Academy", "Business", "Entertainment", "Literature"]
     assert diagonal_dominates(matrix, rows, columns) == dict.fromkeys(rows, True), matrix
+
+
+def test_bradley_terry_scores_with_a_bf16_language_model(tiny_tokenizer):
+    import torch
+
+    from conftest import make_gpt2
+    from endorm_mini.bench.bradley_terry import BradleyTerryRM
+
+    rm = BradleyTerryRM(make_gpt2(tiny_tokenizer).to(torch.bfloat16), tiny_tokenizer)
+    scores = rm("What is 2+2?", ["4", "5"])
+    assert len(scores) == 2 and all(isinstance(s, float) for s in scores)
