@@ -1,14 +1,13 @@
 """endorm_mini.limits: the §6 optima against brute force, exact mode search against full
 enumeration (a toy policy and a real causal LM), the biased demonstrator's statistics, the
 layer-subset student, and the grid world's endogenous reward."""
-import itertools
 import math
 
 import pytest
 import torch
-
 from conftest import make_gpt2, make_llama
-from endorm_mini import limits, tasks
+
+from endorm_mini import limits, tasks, walks
 from endorm_mini.chat import prompt_ids
 from endorm_mini.mdp import TokenMDP, response_distribution
 from endorm_mini.zoo import char_tokenizer
@@ -69,15 +68,6 @@ def test_sharpened_accuracy_and_verifier_margin_by_hand():
 
 
 # ---------------------------------------------------------------- exact mode search
-def greedy(tm, policy_fn):
-    prefix, p = (), 1.0
-    while not (prefix and tm.is_terminal(prefix)):
-        probs = policy_fn(prefix)
-        a = int(probs.argmax())
-        prefix, p = prefix + (a,), p * float(probs[a])
-    return prefix, p
-
-
 def test_best_first_mode_is_the_argmax_of_the_full_distribution():
     tm = TokenMDP(vocab_size=4, eos=0, horizon=4)
     greedy_wrong = 0
@@ -87,7 +77,9 @@ def test_best_first_mode_is_the_argmax_of_the_full_distribution():
         mode = max(dist, key=dist.get)
         found, p = limits.best_first_mode(tm, policy)
         assert found == mode and p == pytest.approx(dist[mode], rel=1e-9)
-        greedy_wrong += greedy(tm, policy)[0] != mode
+        greedy, p_greedy = limits.greedy_response(tm, policy)
+        assert p_greedy == pytest.approx(dist[greedy], rel=1e-9) and p_greedy <= p + 1e-12
+        greedy_wrong += greedy != mode
     assert greedy_wrong >= 3   # greedy decoding is a different answer on these trees: the test can fail
 
 
@@ -169,22 +161,22 @@ def test_layer_subset_student(maker):
         limits.layer_subset_student(teacher, (2,))
 
 
-# ---------------------------------------------------------------- the grid world
+# ---------------------------------------------------------------- the grid world (endorm_mini.walks)
 def test_walk_rules_and_expert_walks():
-    E = limits.END
-    assert sorted(limits.neighbours(0)) == [1, 5] and len(limits.neighbours(12)) == 4
-    assert limits.walk_return([18, 23, 24, E]) == -2.0
-    assert limits.walk_return([18, 19, 24, 19, 24, E]) == -4.0
-    assert limits.walk_return([18, 24, E]) == -11.0           # a diagonal jump is not a move
-    assert limits.walk_return([18, 23, E]) == -11.0           # stopped short of the goal
-    assert limits.walk_return([18, 23, 24]) == -12.0          # never said END
-    walks = limits.grid_walks(300, skill=0.8, seed=3)
-    assert len(walks) > 250
-    for w in walks:
-        assert w[-1] == E and w[-2] == limits.GOAL and limits.walk_return(w) == -(len(w) - 2)
-        assert len(w) - 2 >= limits.distance(w[0])
-    for kind, pairs in limits.walk_pairs(30, seed=1).items():
-        assert all(limits.walk_return(g) > limits.walk_return(b) for g, b in pairs), kind
+    E = walks.END
+    assert sorted(walks.neighbours(0)) == [1, 5] and len(walks.neighbours(12)) == 4
+    assert walks.walk_return([18, 23, 24, E]) == -2.0
+    assert walks.walk_return([18, 19, 24, 19, 24, E]) == -4.0
+    assert walks.walk_return([18, 24, E]) == -11.0           # a diagonal jump is not a move
+    assert walks.walk_return([18, 23, E]) == -11.0           # stopped short of the goal
+    assert walks.walk_return([18, 23, 24]) == -12.0          # never said END
+    expert = walks.grid_walks(300, skill=0.8, seed=3)
+    assert len(expert) > 250
+    for w in expert:
+        assert w[-1] == E and w[-2] == walks.GOAL and walks.walk_return(w) == -(len(w) - 2)
+        assert len(w) - 2 >= walks.distance(w[0])
+    for kind, pairs in walks.walk_pairs(30, seed=1).items():
+        assert all(walks.walk_return(g) > walks.walk_return(b) for g, b in pairs), kind
 
 
 def test_sequence_returns_telescope_and_a_shifted_slice_is_wrong():
@@ -195,27 +187,27 @@ def test_sequence_returns_telescope_and_a_shifted_slice_is_wrong():
     tokens[0, 5:] = torch.tensor([4, 5])                       # ended (END = 4), then PAD = 5
     tokens[1, 6] = 4                                           # ended at the last position
     # row 2: never ended (cut), V of its last state is kept
-    got = limits.sequence_returns(logits, tokens, P, end=4, pad=5, alpha=0.5)
+    got = walks.sequence_returns(logits, tokens, P, end=4, pad=5, alpha=0.5)
     for b, (n, ended) in enumerate([(4, True), (5, True), (5, False)]):
         f = logits[b, P - 1:P + n]                             # states s_1 … s_{n+1}
         logp = torch.log_softmax(f[:-1] / 0.5, -1).gather(-1, tokens[b, P:P + n, None]).sum()
-        value = lambda x: 0.5 * torch.logsumexp(x / 0.5, -1)   # noqa: E731
+        value = lambda x: 0.5 * torch.logsumexp(x / 0.5, -1)
         want = 0.5 * logp + value(f[0]) - (0.0 if ended else value(f[-1]))
         assert got[b].item() == pytest.approx(want.item(), abs=1e-4)
-    shifted = limits.sequence_returns(torch.roll(logits, -1, 1), tokens, P, end=4, pad=5, alpha=0.5)
+    shifted = walks.sequence_returns(torch.roll(logits, -1, 1), tokens, P, end=4, pad=5, alpha=0.5)
     assert not torch.allclose(shifted, got, atol=1e-2)
     with pytest.raises(ValueError, match="prompt_len"):
-        limits.sequence_returns(logits, tokens, 0, end=4, pad=5)
+        walks.sequence_returns(logits, tokens, 0, end=4, pad=5)
 
 
 def test_a_walk_model_learns_a_reward_that_ranks_good_walks_first():
-    model = limits.walk_model(seed=0)
-    losses = limits.train_walk_model(model, limits.grid_walks(800, seed=0), steps=120, seed=0)
+    model = walks.walk_model(seed=0)
+    losses = walks.train_walk_model(model, walks.grid_walks(800, seed=0), steps=120, seed=0)
     assert sum(losses[-10:]) / 10 < 0.6 * losses[0]
-    for kind, pairs in limits.walk_pairs(60, seed=2).items():
-        good = limits.score_walks(model, [a for a, _ in pairs])
-        bad = limits.score_walks(model, [b for _, b in pairs])
-        assert limits.pairwise_accuracy(good, bad) > 0.8, kind
-    assert limits.pairwise_accuracy([1.0, 2.0, 3.0, 1.0], [0.0, 2.0, 4.0, 0.0]) == pytest.approx(0.625)
+    for kind, pairs in walks.walk_pairs(60, seed=2).items():
+        good = walks.score_walks(model, [a for a, _ in pairs])
+        bad = walks.score_walks(model, [b for _, b in pairs])
+        assert walks.pairwise_accuracy(good, bad) > 0.8, kind
+    assert walks.pairwise_accuracy([1.0, 2.0, 3.0, 1.0], [0.0, 2.0, 4.0, 0.0]) == pytest.approx(0.625)
     with pytest.raises(ValueError, match="same shape"):
-        limits.pairwise_accuracy([1.0], [1.0, 2.0])
+        walks.pairwise_accuracy([1.0], [1.0, 2.0])
