@@ -88,11 +88,11 @@ def _gae(rewards, values, mask, gamma=1.0, lam=0.95, *, how="ok"):
     B, T = rewards.shape
     adv, running, next_value = torch.zeros_like(rewards), torch.zeros(B), torch.zeros(B)
     for t in reversed(range(T)):
-        if how == "past end":
+        if how in ("past end", "no end"):
             next_value = values[:, t + 1] if t + 1 < T else torch.zeros(B)
         decay = {"no lambda": gamma, "no gamma": lam}.get(how, gamma * lam)
         running = rewards[:, t] + gamma * next_value - values[:, t] + decay * running
-        running = running * mask[:, t]
+        running = running if how == "no end" else running * mask[:, t]
         next_value = values[:, t] * mask[:, t]
         adv[:, t] = running
     if how == "returns":
@@ -110,6 +110,8 @@ def _gae(rewards, values, mask, gamma=1.0, lam=0.95, *, how="ok"):
     mistakes={
         "bootstrapped past the end of the episode: after the last token V(s_{t+1}) = 0, whatever "
         "`values` holds there": lambda *a, **k: _gae(*a, **k, how="past end"),
+        "ignored the episode's end: after each response's last token reset both V(s_{t+1}) and A_{t+1} "
+        "to 0 (masking the output is not enough)": lambda *a, **k: _gae(*a, **k, how="no end"),
         "forgot λ: A_t = δ_t + γλ A_{t+1}, not δ_t + γ A_{t+1}":
             lambda *a, **k: _gae(*a, **k, how="no lambda"),
         "forgot γ in the recursion: A_t = δ_t + γλ A_{t+1}":
