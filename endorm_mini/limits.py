@@ -57,12 +57,15 @@ def sharpened_accuracy(logp: torch.Tensor, correct: torch.Tensor, power: float) 
     """Mean over prompts of ``P(correct)`` under ``π ∝ π̂^power``: logp, correct [N, R] (-inf/False pads).
 
     ``power = 1 + α/β`` is where PPO with a KL penalty β to π̂ converges (``kl_optimum``);
-    as power → ∞ it is the share of prompts whose sequence mode is correct: the ceiling.
+    ``power = math.inf``: the share of prompts whose sequence mode is correct, the ceiling.
     """
     if power <= 0:
         raise ValueError(f"power must be > 0, got {power}")
     _check_table(logp, correct)
-    probs = torch.softmax(power * logp.double(), dim=-1)                   # N, R
+    if math.isinf(power):                                                   # the sequence mode
+        probs = torch.nn.functional.one_hot(logp.argmax(-1), logp.shape[-1]).double()
+    else:
+        probs = torch.softmax(power * logp.double(), dim=-1)               # N, R
     return float((probs * correct.double()).sum(-1).mean())
 
 

@@ -53,7 +53,8 @@ def test_sharpened_accuracy_and_verifier_margin_by_hand():
     assert limits.sharpened_accuracy(logp, correct, 1.0) == pytest.approx((0.3 + 0.6 + 0) / 3)
     sq = (0.09 / (0.25 + 0.09 + 0.04) + 0.36 / (0.36 + 0.16)) / 3
     assert limits.sharpened_accuracy(logp, correct, 2.0) == pytest.approx(sq)
-    assert limits.sharpened_accuracy(logp, correct, 1e4) == pytest.approx(1 / 3)   # only prompt 2's mode is right
+    assert limits.sharpened_accuracy(logp, correct, 1e4) == pytest.approx(1 / 3)   # only the second prompt's mode is right
+    assert limits.sharpened_accuracy(logp, correct, math.inf) == pytest.approx(1 / 3)
     margin = limits.verifier_margin(logp, correct, alpha=2.0)
     torch.testing.assert_close(margin, torch.tensor([2 * math.log(0.5 / 0.3), 2 * math.log(0.4 / 0.6), inf],
                                                     dtype=torch.float64))
