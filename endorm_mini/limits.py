@@ -205,9 +205,11 @@ def sequence_modes(model, tokenizer, prompts, max_new_tokens: int = 4, system: s
     and the enumeration above that bound contains the mode.
     """
     greedy = _search(model, tokenizer, prompts, None, max_new_tokens, system, batch_size, device, greedy=True)
-    bound = torch.tensor([float(g.logprobs[0]) for g in greedy]) - 1e-5   # float32 round-off
+    # A looser bound only lists more; the slack covers round-off between differently padded batches.
+    bound = torch.tensor([float(g.logprobs[0]) for g in greedy]) - 1e-3
     found = _search(model, tokenizer, prompts, bound, max_new_tokens, system, batch_size, device)
-    return [(r.texts[0], float(r.logprobs[0])) for r in found]
+    return [(r.texts[0], float(r.logprobs[0])) if r.texts else (g.texts[0], float(g.logprobs[0]))
+            for r, g in zip(found, greedy)]
 
 
 def response_table(found: list[Responses], prompts, is_correct) -> tuple[torch.Tensor, torch.Tensor]:
