@@ -20,8 +20,8 @@ def _walk_return(walk, size=walks.GRID_SIZE, goal=walks.GOAL, how=""):
     path = cells[:-1] if stopped else cells
     legal = all(b in walks.neighbours(a, size) for a, b in itertools.pairwise(path))
     moves = len(cells) - 1 if how == "END is a move" else len(path) - 1
-    ok = {"no legality": stopped and path[-1] == goal, "no END needed": legal and path[-1] == goal,
-          }.get(how, legal and stopped and path[-1] == goal)
+    ok = {"no legality": stopped and path[-1] == goal,
+          "no END needed": legal and path[-1] == goal}.get(how, legal and stopped and path[-1] == goal)
     return -float(moves) - 10.0 * (not ok)
 
 
@@ -57,8 +57,8 @@ def _returns(logits, tokens, prompt_len, end, pad, alpha=1.0, how=""):
         mask = torch.ones_like(mask)
     last = actions.gather(1, (mask.sum(1, keepdim=True) - 1).clamp(min=0)).squeeze(1)
     terminal = None if how == "no terminal" else last == end
-    logp, values, rewards = endogenous_rewards(logits[:, prompt_len - 1:], actions, alpha, terminal=terminal,
-                                               mask=mask)
+    logp, _, rewards = endogenous_rewards(logits[:, prompt_len - 1:], actions, alpha, terminal=terminal,
+                                          mask=mask)
     return alpha * logp.sum(-1) if how == "logp only" else rewards.sum(-1)
 
 
