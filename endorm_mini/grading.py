@@ -15,6 +15,7 @@ import dataclasses
 import functools
 import importlib.util
 import inspect
+import math
 import numbers
 import random
 import re
@@ -162,7 +163,7 @@ def compare(got: Any, want: Any, rtol: float = 1e-5, atol: float = 1e-6, path: s
             return f"{path}: expected a number, got {_kind(got)}"
         if isinstance(want, numbers.Integral) and not isinstance(got, numbers.Integral):
             return f"{path}: expected an integer, got {got!r}"
-        if abs(got - want) <= atol + rtol * abs(want) or got == want:
+        if got == want or (math.isfinite(want) and abs(got - want) <= atol + rtol * abs(want)):
             return None
         return f"{path}: got {got:.6g}, expected {want:.6g} (rtol={rtol:g}, atol={atol:g})"
     try:

@@ -280,7 +280,8 @@ def train(model, tokenizer, prompts, config: PPOConfig | None = None, reward_fn=
 
     reward_fn(prompts, responses, response_token_ids) -> [B, T] or [B] (reward="custom");
     is_correct(prompt, response) -> bool: the verifier and logged accuracy. ``resume``: go on
-    from ``checkpoint_dir/ppo.pt`` (pass the same base model: it is the reference again)."""
+    from ``checkpoint_dir/ppo.pt`` (pass the same base model: it is the reference again).
+    A ``ref_model`` you pass (a teacher, a half-precision copy) is frozen in place."""
     cfg = config or PPOConfig()
     if not prompts:
         raise ValueError("prompts is empty: PPO needs at least one prompt to sample responses for")

@@ -388,3 +388,10 @@ def test_compare_reports_an_array_where_a_string_was_expected():
 
     assert "ndarray" in compare(np.array([1, 2]), "abc", 1e-5, 1e-8, "output")
     assert compare(np.bool_(True), True, 1e-5, 1e-8, "output") is None
+
+
+def test_compare_does_not_accept_any_number_for_an_infinite_answer():
+    from endorm_mini.grading import compare
+
+    assert compare(3.0, float("inf"), 1e-5, 1e-8, "output") is not None
+    assert compare(float("inf"), float("inf"), 1e-5, 1e-8, "output") is None
