@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import warnings
 
+import torch
+
 
 
 
@@ -77,3 +79,12 @@ def context_length(config) -> int | None:
         if isinstance(value, int) and value > 0:
             return value
     return None
+
+
+def left_pad(rows: list[list[int]], pad: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(input_ids [B, L], attention_mask [B, L])`` of token-id rows padded on the left, so
+    every row's last real token sits in the last column (where generation continues)."""
+    L = max(map(len, rows))
+    ids = torch.tensor([[pad] * (L - len(r)) + list(r) for r in rows], device=device)
+    mask = torch.tensor([[0] * (L - len(r)) + [1] * len(r) for r in rows], device=device)
+    return ids, mask

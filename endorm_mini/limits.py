@@ -26,7 +26,7 @@ from typing import NamedTuple
 
 import torch
 
-from .chat import ensure_pad_token, prompt_ids
+from .chat import ensure_pad_token, left_pad, prompt_ids
 from .device import resolve_device
 from .mdp import PolicyFn, TokenMDP, _probs
 from .tasks import Demo, arith_answer, arith_demos, slips
@@ -140,9 +140,7 @@ class Responses(NamedTuple):
 @torch.no_grad()
 def _next_logprobs(model, rows: list[list[int]], pad: int, device) -> torch.Tensor:
     """log π(·|s) [N, V] after each left-padded row of token ids (one forward, last position only)."""
-    L = max(map(len, rows))
-    ids = torch.tensor([[pad] * (L - len(r)) + r for r in rows], device=device)
-    mask = torch.tensor([[0] * (L - len(r)) + [1] * len(r) for r in rows], device=device)
+    ids, mask = left_pad(rows, pad, device)
     position_ids = (mask.cumsum(-1) - 1).clamp(min=0)     # left padding: 0 at the first real token
     out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids, use_cache=False,
                 logits_to_keep=1)

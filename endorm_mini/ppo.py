@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from .chat import ensure_pad_token, prompt_ids
+from .chat import ensure_pad_token, left_pad, prompt_ids
 from .device import resolve_device, resolve_dtype
 from .reward import endogenous_rewards
 
@@ -124,9 +124,8 @@ def generate(model, value_head, tokenizer, prompts, max_new_tokens: int, tempera
     values come from the same forwards. ``ids``: the prompts' ids if already rendered."""
     device, pad, eos = model.get_output_embeddings().weight.device, tokenizer.pad_token_id, tokenizer.eos_token_id
     ids = ids or [prompt_ids(tokenizer, p) for p in prompts]
-    B, P = len(ids), max(len(p) for p in ids)
-    prompt = torch.tensor([[pad] * (P - len(p)) + p for p in ids], device=device)  # left padding
-    prompt_mask = torch.tensor([[0] * (P - len(p)) + [1] * len(p) for p in ids], device=device)
+    B = len(ids)
+    prompt, prompt_mask = left_pad(ids, pad, device)                              # B, P
     # transformers 5 renamed past_key_values to cache.
     cache_kw = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
     start, x, attention, cache = time.perf_counter(), prompt, prompt_mask, None

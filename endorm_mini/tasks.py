@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 import torch
 
-from .chat import ensure_pad_token, prompt_ids
+from .chat import ensure_pad_token, left_pad, prompt_ids
 from .device import resolve_device
 
 
@@ -114,10 +114,8 @@ def generate(model, tokenizer, prompts, temperature: float = 1.0, max_new_tokens
         torch.manual_seed(seed)
         for start in range(0, len(prompts), batch_size):
             ids = [prompt_ids(tokenizer, p, system) for p in prompts[start:start + batch_size]]
-            L = max(map(len, ids))
-            input_ids = torch.tensor([[pad] * (L - len(x)) + x for x in ids], device=device)
-            attn = (torch.arange(L, device=device)[None] >= torch.tensor(
-                [L - len(x) for x in ids], device=device)[:, None]).long()
+            input_ids, attn = left_pad(ids, pad, device)
+            L = input_ids.shape[1]
             gen = model.generate(input_ids=input_ids, attention_mask=attn, max_new_tokens=max_new_tokens,
                                  pad_token_id=pad, eos_token_id=eos, **sampling)[:, L:]   # [B, new]
             for row in gen.tolist():
