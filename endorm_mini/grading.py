@@ -328,8 +328,9 @@ def _run_nbval(nb, timeout: float) -> dict[int, tuple[str, str]]:
 def grade_notebook(path: str | Path, timeout: float = 300) -> tuple[list[Row], list[str]]:
     """Run a learner's notebook under nbval (lax) and score its exercises.
 
-    The exercises expected are those registered for the lesson ``NN`` of ``NN_name.ipynb``
-    (so deleting a check cell does not help), else the ids of the notebook's check cells.
+    The exercises expected are those registered for the notebook's lesson (written in its
+    metadata by build-lessons, else the ``NN`` of ``NN_name.ipynb``), so deleting a check
+    cell or renaming the file does not help; failing both, the ids of its check cells.
     Returns the rows and the failures of other cells. Colab metadata is stripped first.
     """
     if importlib.util.find_spec("nbval") is None:
@@ -339,11 +340,12 @@ def grade_notebook(path: str | Path, timeout: float = 300) -> tuple[list[Row], l
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no notebook at {path}")
-    nb = notebooks.clean(nbformat.read(path, as_version=4))
+    nb = nbformat.read(path, as_version=4)
+    lesson = nb.metadata.get(notebooks.BUILD_KEY, {}).get("lesson", notebooks.lesson_number(path))
+    nb = notebooks.clean(nb)
     code = [c.source for c in nb.cells if c.cell_type == "code"]
     check_at = {e: i for i, s in reversed(list(enumerate(code))) for e in notebooks.check_ids(s)}
     exercise_at = {e: i for i, s in enumerate(code) for e in notebooks.exercise_ids(s)}
-    lesson = notebooks.lesson_number(path)
     expected = [ex.id for ex in checks.lesson_exercises(lesson)] if lesson is not None else []
     cells = _run_nbval(nb, timeout)
     rows = []

@@ -6,7 +6,13 @@ them an exercise is a code cell headed ``# EXERCISE N.M`` whose answer sits betw
 ``check("N.M", fn)``. The learner's copy ``lessons/NN_name.ipynb`` has every such region
 replaced by ``raise NotImplementedError("exercise N.M")`` at the region's indentation,
 cells tagged ``solution-only`` or ``instructor`` removed, outputs and execution counts
-cleared, and metadata stripped to the kernelspec and language info.
+cleared, and metadata stripped to the kernelspec and language info plus an
+``endorm_mini`` entry: the lesson number, its exercise ids and a hash of the built content.
+
+``lessons/`` is published, not worked in: ``endorm-mini start`` copies lessons into a
+learner's own folder (``my-lessons/``) and never overwrites a file there, and
+``build-lessons`` refuses to replace a lesson whose content no longer matches the hash it
+was built with (someone worked in it) unless ``--force``, which saves a backup first.
 
 Authoring helpers: ``--execute`` re-runs masters in place to refresh their stored
 outputs, and ``python -m endorm_mini.notebooks SRC.py OUT.ipynb`` turns a percent-format
@@ -30,6 +36,9 @@ CHECK_RE = re.compile(r"""\bcheck\(\s*["'](\d+\.\d+)["']""")             # a che
 LESSON_RE = re.compile(r"(?:^|\D)(\d\d)_\w+\.ipynb$")                       # NN_name.ipynb
 REMOVED_TAGS = {"solution-only", "instructor"}
 KEPT_METADATA = ("kernelspec", "language_info")
+BUILD_KEY = "endorm_mini"          # notebook metadata written by build-lessons
+BACKUPS = ".backups"               # lessons/.backups/: what --force replaced
+WORKSPACE = "my-lessons"           # the learner's folder (`endorm-mini start`)
 
 
 def lesson_number(path: str | Path) -> int | None:
@@ -123,6 +132,13 @@ def validate(nb: nbformat.NotebookNode, path: str | Path) -> list[str]:
     return problems
 
 
+def content_hash(nb: nbformat.NotebookNode) -> str:
+    """A hash of what working in a notebook changes: each cell's type, source and outputs."""
+    cells = [[c.cell_type, c.source, c.get("outputs", [])] for c in nb.cells]
+    text = json.dumps(cells, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def lesson_from_solution(nb: nbformat.NotebookNode, path: str | Path) -> nbformat.NotebookNode:
     """The learner's copy of master ``nb`` (raises ``ValueError`` listing broken rules)."""
     problems = validate(nb, path)
@@ -131,10 +147,31 @@ def lesson_from_solution(nb: nbformat.NotebookNode, path: str | Path) -> nbforma
     lesson = clean(nb)
     lesson.cells = [c for c in lesson.cells
                     if not REMOVED_TAGS & set(c.get("metadata", {}).get("tags", []))]
+    exercises = []
     for cell in lesson.cells:
         if cell.cell_type == "code" and BEGIN in cell.source:
-            cell.source = strip_solutions(cell.source, exercise_ids(cell.source)[0])
+            exercises.append(exercise_ids(cell.source)[0])
+            cell.source = strip_solutions(cell.source, exercises[-1])
+    lesson.metadata[BUILD_KEY] = {"lesson": lesson_number(path), "exercises": exercises,
+                                  "built": content_hash(lesson)}
     return lesson
+
+
+def edited_since_built(path: Path) -> bool:
+    """Whether the lesson at ``path`` differs from what build-lessons wrote there (a learner
+    worked in it); a file without the build's hash, or not a notebook, counts as edited."""
+    try:
+        nb = nbformat.read(path, as_version=4)
+    except Exception:  # not JSON, not a notebook: someone's file, not ours
+        return True
+    return nb.metadata.get(BUILD_KEY, {}).get("built") != content_hash(nb)
+
+
+def _back_up(path: Path) -> Path:
+    backup = path.parent / BACKUPS / f"{path.stem}.{time.strftime('%Y%m%d-%H%M%S')}{path.suffix}"
+    backup.parent.mkdir(exist_ok=True)
+    backup.write_bytes(path.read_bytes())
+    return backup
 
 
 def _text(nb: nbformat.NotebookNode) -> str:
@@ -142,12 +179,32 @@ def _text(nb: nbformat.NotebookNode) -> str:
     return text if text.endswith("\n") else text + "\n"
 
 
-def build_lessons(solutions: Path, lessons: Path, check: bool = False) -> list[str]:
-    """Write (or with ``check``, only compare) every lesson; returns the files that differ."""
+def build_lessons(solutions: Path, lessons: Path, check: bool = False,
+                  force: bool = False) -> list[str]:
+    """Write (or with ``check``, only compare) every lesson; returns the files that differ.
+
+    A lesson edited since it was built is never replaced or deleted silently: it is
+    refused (``ValueError`` naming it) unless ``force``, which backs it up first.
+    """
     masters = sorted(Path(solutions).glob("[0-9][0-9]_*.ipynb"))
     if not masters:
         raise FileNotFoundError(f"no NN_*.ipynb masters in {solutions}")
-    differ, broken = [], []
+    differ, broken, edited = [], [], []
+
+    def replace(target: Path, text: str | None) -> None:   # text None: delete the orphan
+        if check:
+            return
+        if target.exists() and edited_since_built(target):
+            if not force:
+                edited.append(str(target))
+                return
+            print(f"build-lessons: saved the edited {target} to {_back_up(target)}")
+        if text is None:
+            target.unlink()
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+
     for master in masters:  # a broken master does not stop the others from being built
         target = Path(lessons) / master.name
         try:
@@ -157,17 +214,54 @@ def build_lessons(solutions: Path, lessons: Path, check: bool = False) -> list[s
             continue
         if not target.exists() or target.read_text(encoding="utf-8") != text:
             differ.append(str(target))
-            if not check:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_text(text, encoding="utf-8")
+            replace(target, text)
     for orphan in sorted(set(Path(lessons).glob("[0-9][0-9]_*.ipynb"))
                          - {Path(lessons) / m.name for m in masters}):
         differ.append(f"{orphan} (no master in {solutions})")
-        if not check:
-            orphan.unlink()
+        replace(orphan, None)
+    if edited:
+        broken.append(f"refused to overwrite {', '.join(edited)}: edited since it was built "
+                      f"(someone's work?). Learners work on copies: `endorm-mini start`. "
+                      f"To replace it anyway: build-lessons --force (saves a backup in "
+                      f"{Path(lessons) / BACKUPS})")
     if broken:
         raise ValueError("; ".join(broken))
     return differ
+
+
+def find_lessons() -> Path:
+    """The published lessons: ``./lessons`` when it has lessons, else the checkout's."""
+    for folder in (Path.cwd() / "lessons", Path(__file__).resolve().parents[1] / "lessons"):
+        if any(folder.glob("[0-9][0-9]_*.ipynb")):
+            return folder
+    raise FileNotFoundError("no lessons/NN_*.ipynb found here or beside the package: run "
+                            "`endorm-mini start` from a clone of the course repository, or "
+                            "pass --lessons PATH")
+
+
+def start(which: list[str], workspace: Path, lessons: Path | None = None) -> list[tuple[Path, bool]]:
+    """Copy lessons (``which``: numbers like ``"04"``/``"4"``, or ``"all"``) into the learner's
+    ``workspace``; never overwrites a file there. Returns ``(path, copied)`` per lesson."""
+    lessons = Path(lessons) if lessons else find_lessons()
+    available = {lesson_number(p): p for p in sorted(lessons.glob("[0-9][0-9]_*.ipynb"))}
+    if not which or "all" in which:
+        chosen = list(available.values())
+    else:
+        chosen = []
+        for item in which:
+            if not item.isdigit() or int(item) not in available:
+                raise ValueError(f"no lesson {item!r} in {lessons}; choose from "
+                                 f"{', '.join(f'{n:02d}' for n in available)} or all")
+            chosen.append(available[int(item)])
+    workspace.mkdir(parents=True, exist_ok=True)
+    done = []
+    for source in chosen:
+        target = workspace / source.name
+        copied = not target.exists()
+        if copied:
+            target.write_bytes(source.read_bytes())
+        done.append((target, copied))
+    return done
 
 
 def kernel_env(**extra: str) -> dict[str, str]:
@@ -255,14 +349,29 @@ def _build_command(args) -> int:
         for master in masters:
             if not args.execute or any(pat in master.name for pat in args.execute):
                 print(f"ran {master} in {execute(master, args.timeout):.1f} s", flush=True)
-    differ = build_lessons(Path(args.solutions), Path(args.lessons), check=args.check)
+    differ = build_lessons(Path(args.solutions), Path(args.lessons), check=args.check,
+                           force=args.force)
     if args.check:
-        for path in differ:
-            print(f"out of date: {path}")
+        for entry in differ:
+            path = Path(entry.split(" (")[0])
+            edited = path.exists() and edited_since_built(path)
+            print(f"out of date: {entry}" + (" (edited since it was built: someone's work? "
+                                              "learners work on copies, `endorm-mini start`)" * edited))
         if differ:
             print("run `endorm-mini build-lessons` to regenerate lessons/ from solutions/")
         return 1 if differ else 0
     print(f"build-lessons: {len(differ)} file(s) updated in {args.lessons}")
+    return 0
+
+
+def _start_command(args) -> int:
+    done = start(args.lessons_wanted, Path(args.dir), args.lessons)
+    for path, copied in done:
+        print(f"  {'copied' if copied else 'kept  '} {path}" +
+              ("" if copied else "  (already there: your work is never overwritten)"))
+    first = done[0][0] if done else Path(args.dir)
+    print(f"Open them with `jupyter lab {args.dir}` (or upload one to Colab); "
+          f"grade one with `endorm-mini grade {first}`.")
     return 0
 
 
@@ -276,7 +385,17 @@ def register_cli(sub) -> None:
                    help="first re-run the masters (all, or those whose file name contains a NAME) "
                         "in place to refresh their outputs")
     p.add_argument("--timeout", type=float, default=600, help="seconds per cell for --execute")
+    p.add_argument("--force", action="store_true",
+                   help="replace lessons edited since they were built (a backup is saved first)")
     p.set_defaults(func=_build_command)
+    s = sub.add_parser("start", help="copy lessons into your own folder (my-lessons/) to work in")
+    s.add_argument("lessons_wanted", nargs="*", metavar="NN",
+                   help="lesson numbers (e.g. 04), or all (the default)")
+    s.add_argument("--dir", default=WORKSPACE,
+                   help=f"your folder (default {WORKSPACE}/); existing files are never overwritten")
+    s.add_argument("--lessons", default=None,
+                   help="where the published lessons are (default ./lessons or the checkout's)")
+    s.set_defaults(func=_start_command)
 
 
 if __name__ == "__main__":  # python -m endorm_mini.notebooks SRC OUT: percent <-> ipynb

@@ -215,7 +215,8 @@ def _master(cells=None) -> nbformat.NotebookNode:
 def test_lesson_from_solution_stubs_regions_and_strips_the_rest(fake):
     lesson = notebooks.lesson_from_solution(_master(), "99_fake.ipynb")
     assert [c.cell_type for c in lesson.cells] == ["markdown", "code", "code", "code"]
-    assert set(lesson.metadata) == {"kernelspec", "language_info"}
+    assert set(lesson.metadata) == {"kernelspec", "language_info", "endorm_mini"}
+    assert lesson.metadata.endorm_mini.lesson == 99 and lesson.metadata.endorm_mini.exercises == ["99.1"]
     code = [c for c in lesson.cells if c.cell_type == "code"]
     assert all(c.outputs == [] and c.execution_count is None for c in code)
     assert code[1].metadata == {"tags": ["keep-me"]}
@@ -281,6 +282,65 @@ def test_build_lessons_check_write_and_orphans(fake, tmp_path, capsys):
     assert cli.main(args) == 2                                          # refused, in one line
     assert "97_broken.ipynb: the first code cell must be the setup cell" in capsys.readouterr().err
     assert (les / "99_fake.ipynb").exists() and not (les / "97_broken.ipynb").exists()
+
+
+def _built(fake, tmp_path):
+    sol, les = tmp_path / "solutions", tmp_path / "lessons"
+    sol.mkdir()
+    nbformat.write(_master(), sol / "99_fake.ipynb")
+    notebooks.build_lessons(sol, les)
+    return sol, les, les / "99_fake.ipynb"
+
+
+def test_build_lessons_never_discards_a_learners_work(fake, tmp_path, capsys):
+    sol, les, lesson = _built(fake, tmp_path)
+    nb = nbformat.read(lesson, as_version=4)
+    nb.cells[2].source = nb.cells[2].source.replace('raise NotImplementedError("exercise 99.1")',
+                                                    "return x.cumsum(0) * scale  # mine")
+    nbformat.write(nb, lesson)
+    mine = lesson.read_text()
+    args = ["build-lessons", "--solutions", str(sol), "--lessons", str(les)]
+    assert cli.main(args + ["--check"]) == 1
+    assert "edited since it was built" in capsys.readouterr().out      # the author is told why
+    assert cli.main(args) == 2 and lesson.read_text() == mine            # refused, work kept
+    assert "refused to overwrite" in capsys.readouterr().err
+    assert cli.main(args + ["--force"]) == 0                             # replaced, backed up
+    backups = list((les / notebooks.BACKUPS).glob("99_fake.*.ipynb"))
+    assert len(backups) == 1 and backups[0].read_text() == mine
+    assert "# mine" not in lesson.read_text() and cli.main(args + ["--check"]) == 0
+    nb = nbformat.read(lesson, as_version=4)                             # running it = work too
+    nb.cells[1].outputs = [nbformat.v4.new_output("stream", name="stdout", text="setup\n")]
+    nbformat.write(nb, lesson)
+    assert notebooks.edited_since_built(lesson)
+    nbformat.write(nbformat.read(sol / "99_fake.ipynb", as_version=4), les / "98_old.ipynb")
+    with pytest.raises(ValueError, match="98_old.ipynb"):                # an edited orphan too
+        notebooks.build_lessons(sol, les)
+    assert (les / "98_old.ipynb").exists()
+
+
+def test_the_drift_check_still_catches_a_forgotten_rebuild(fake, tmp_path):
+    sol, les, lesson = _built(fake, tmp_path)
+    master = nbformat.read(sol / "99_fake.ipynb", as_version=4)
+    master.cells[0].source += " (revised)"
+    nbformat.write(master, sol / "99_fake.ipynb")
+    assert notebooks.build_lessons(sol, les, check=True) == [str(lesson)]
+    assert notebooks.build_lessons(sol, les) == [str(lesson)]            # unedited: rebuilt
+    assert "(revised)" in lesson.read_text()
+
+
+def test_start_copies_lessons_and_never_overwrites(fake, tmp_path, capsys):
+    _, les, lesson = _built(fake, tmp_path)
+    work = tmp_path / "my-lessons"
+    args = ["start", "99", "--dir", str(work), "--lessons", str(les)]
+    assert cli.main(args) == 0 and (work / "99_fake.ipynb").read_text() == lesson.read_text()
+    assert "copied" in capsys.readouterr().out
+    (work / "99_fake.ipynb").write_text("my work")
+    assert cli.main(args) == 0 and (work / "99_fake.ipynb").read_text() == "my work"
+    assert "never overwritten" in capsys.readouterr().out
+    assert cli.main(["start", "all", "--dir", str(tmp_path / "w2"), "--lessons", str(les)]) == 0
+    assert (tmp_path / "w2" / "99_fake.ipynb").exists()
+    assert cli.main(["start", "7", "--dir", str(work), "--lessons", str(les)]) == 2
+    assert "no lesson '7'" in capsys.readouterr().err
 
 
 def test_percent_format_round_trip():
