@@ -281,6 +281,27 @@ def check(exercise_id: str, fn: Callable) -> None:
     print(f"✔ {tag}: passed")
 
 
+# ---------------------------------------------------------------- claims of the prose
+class ClaimError(AssertionError):
+    """A claim the lesson makes from its measured numbers does not hold on this run."""
+
+
+def claim(statement: str, holds: bool, measured: str) -> None:
+    """Check a claim the prose makes from numbers of training, sampling or long reductions.
+
+    Those numbers differ in their last digits between CPUs (``ATEN_CPU_CAPABILITY``
+    kernels), so the notebook tests do not compare them digit by digit; the claim is
+    checked instead, with a tolerance measured across seeds and kernels. Prints one line,
+    ``✔ <statement>``, that is the same on every machine, or raises :class:`ClaimError`
+    with the numbers ``measured`` on this run.
+    """
+    if not holds:
+        raise ClaimError(f"✘ this lesson claims: {statement}; but this run measured {measured}. "
+                         "If you changed the code above, that may be why; otherwise please "
+                         "report it, with your CPU and torch version.")
+    print(f"✔ {statement}")
+
+
 # ---------------------------------------------------------------- endorm-mini grade
 class Row(NamedTuple):
     exercise: str
