@@ -1,4 +1,4 @@
-"""Next-token prediction is behaviour cloning (PAPER.md §2, eq. 2).
+"""Next-token prediction is behaviour cloning (docs/paper.md §2, eq. 2).
 
 Generation is an MDP whose state ``s_h`` is the text so far and whose action ``a_h`` is
 the next token. Supervised fine-tuning on demonstrations ``(prompt, response)`` is

@@ -30,7 +30,7 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 import torch
 
-from . import checks
+from . import checks, paper
 
 # The project's repository: the ONE place the Colab install line comes from. Every
 # notebook's first cell holds INSTALL_SPEC verbatim; build-lessons refuses one that doesn't.
@@ -223,6 +223,11 @@ def _named_inputs(ex: checks.Exercise, case: checks.Case) -> dict[str, Any]:
         return {f"arg{i}": a for i, a in enumerate(case.args)} | dict(case.kwargs)
 
 
+def _notes_suffix(equation: str) -> str:
+    """Where the cited notes are, for a ``re-read`` line that cites them (or an eq./§)."""
+    return f" (notes: {paper.notes_location()})" if paper.CITES_NOTES.search(equation) else ""
+
+
 def _failure(ex: checks.Exercise, case: checks.Case, problem: str, got: Any = None,
              what: str = "wrong answer") -> str:
     inputs = _named_inputs(ex, case)
@@ -238,7 +243,7 @@ def _failure(ex: checks.Exercise, case: checks.Case, problem: str, got: Any = No
         except Exception:  # a mistake that cannot even run on this case is not the one
             pass
     lines += [f"  hint: {ex.hint}"] if ex.hint else []
-    lines += [f"  re-read: {ex.equation}"] if ex.equation else []
+    lines += [f"  re-read: {ex.equation}{_notes_suffix(ex.equation)}"] if ex.equation else []
     return "\n".join(lines)
 
 

@@ -1,4 +1,4 @@
-"""Limits of RL on a model's own reward, and what lies beyond text (PAPER.md §6, §8).
+"""Limits of RL on a model's own reward, and what lies beyond text (docs/paper.md §6, §8).
 
 1. **The sequence-level facts of §6.** With ``r̂(τ) = α log π̂(τ) + V(s_1)``, maximising
    ``E_π[r̂] − β KL(π ‖ π̂)`` gives ``π ∝ π̂^{1+α/β}`` (``kl_optimum``); an entropy bonus
@@ -34,7 +34,7 @@ from .tasks import Demo, arith_answer, arith_demos, slips
 
 # ================================================================ 1. §6 at the sequence level
 def kl_optimum(logp: torch.Tensor, alpha: float = 1.0, beta: float = 0.01) -> torch.Tensor:
-    """log π of ``argmax_π E_π[r̂] − β KL(π ‖ π̂)``: ``π ∝ π̂^{1+α/β}`` over the last dim (PAPER.md §6).
+    """log π of ``argmax_π E_π[r̂] − β KL(π ‖ π̂)``: ``π ∝ π̂^{1+α/β}`` over the last dim (docs/paper.md §6).
 
     ``logp`` [..., R]: log π̂(τ) of the responses (``-inf`` for padding). Sampling π̂ at
     sequence-level temperature ``β/(α+β)``; with the paper's β = 0.01, α = 1 almost the mode.
@@ -43,7 +43,7 @@ def kl_optimum(logp: torch.Tensor, alpha: float = 1.0, beta: float = 0.01) -> to
 
 
 def entropy_optimum(logp: torch.Tensor, alpha: float = 1.0, beta: float = 1.0) -> torch.Tensor:
-    """log π of ``argmax_π E_π[r̂] + β H(π)``: ``π ∝ π̂^{α/β}``; β = α returns π̂ (PAPER.md §6)."""
+    """log π of ``argmax_π E_π[r̂] + β H(π)``: ``π ∝ π̂^{α/β}``; β = α returns π̂ (docs/paper.md §6)."""
     return torch.log_softmax(_ratio(alpha, beta) * logp, dim=-1)
 
 

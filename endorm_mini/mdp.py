@@ -1,6 +1,6 @@
 """Finite-horizon MDPs with γ = 1: the token MDP of text generation, and small tabular ones.
 
-PAPER.md §1: generation is an MDP. The state ``s_h`` is the token sequence so far, the
+docs/paper.md §1: generation is an MDP. The state ``s_h`` is the token sequence so far, the
 action ``a_h`` the next token, transitions are deterministic (``s_{h+1} = s_h ⊕ a_h``),
 and after ``<eos>`` the sequence sits in an absorbing state until the horizon ``H``.
 The value of a policy is ``V^π = E_τ~π[Σ_h r(s_h, a_h)]`` (eq. 1).
@@ -8,7 +8,7 @@ The value of a policy is ``V^π = E_τ~π[Σ_h r(s_h, a_h)]`` (eq. 1).
 Two views of the same object live here:
 
 - ``TabularMDP``: states and actions are integers, ``next_state[s, a]`` says where an
-  action leads (deterministic, like the token MDP). Soft value iteration (PAPER.md §4)
+  action leads (deterministic, like the token MDP). Soft value iteration (docs/paper.md §4)
   gives the soft-optimal "expert" ``π*(a|s) = softmax(Q*(s,·)/α)``; hard value
   iteration gives the RL optimum (α → 0).
 - ``TokenMDP``: states are token tuples over a tiny vocabulary, so a policy can be any
@@ -104,7 +104,7 @@ class SoftQ(NamedTuple):
 
 
 def soft_value_iteration(mdp: TabularMDP, alpha: float, reward: torch.Tensor | None = None) -> SoftQ:
-    """Soft Bellman backup from the horizon down (PAPER.md §4, γ = 1).
+    """Soft Bellman backup from the horizon down (docs/paper.md §4, γ = 1).
 
     ``Q_h(s,a) = r_h(s,a) + V_{h+1}(s')``, ``V_h(s) = α logsumexp(Q_h(s,·)/α)``,
     ``V_{H+1} = 0`` and ``V = 0`` at terminal states; the soft-optimal policy is
@@ -127,7 +127,7 @@ def soft_value_iteration(mdp: TabularMDP, alpha: float, reward: torch.Tensor | N
 def hard_value_iteration(mdp: TabularMDP, reward: torch.Tensor | None = None) -> SoftQ:
     """Ordinary (α → 0) value iteration: ``V_h = max_a Q_h``; the policy is the argmax, one-hot.
 
-    This is "RL" in Theorem 2 (PAPER.md §6): the exact optimum of a reward. Ties go to
+    This is "RL" in Theorem 2 (docs/paper.md §6): the exact optimum of a reward. Ties go to
     the lowest action index, so the result is deterministic.
     """
     r = reward_table(mdp, reward)
@@ -236,7 +236,7 @@ RewardFn = Callable[[tuple, int], float]       # (prefix, token) -> r(s_h, a_h)
 
 @dataclass(frozen=True)
 class TokenMDP:
-    """Generation as an MDP (PAPER.md §1) for a vocabulary small enough to enumerate.
+    """Generation as an MDP (docs/paper.md §1) for a vocabulary small enough to enumerate.
 
     A state is the response so far (a tuple of token ids; the prompt is whatever the
     policy conditions on). A response ends with ``eos`` or after ``horizon`` tokens;

@@ -1,11 +1,12 @@
-"""A compact PPO for Hugging Face causal LMs, with the endogenous reward built in (PAPER.md §3.3, §7 Q3).
+"""A compact PPO for Hugging Face causal LMs, with the endogenous reward built in (docs/paper.md §6, §7 Q3).
 
 In CleanRL's order: config, rollout, rewards, GAE, losses and update, loop, CLI. The MDP is §1's,
 horizon H = max_new_tokens; an episode ends at eos or at H (V = 0 after both). PPO maximises
 ``r'_t = score_t − β (log π_θ − log π_ref)(a_t|s_t) − c_H log π_θ(a_t|s_t)``, the score being the
 frozen reference's endogenous reward r̂ (eq. 12; its one forward also gives log π_ref), a verifier,
-both, or a callable. Exact §3.3 facts, tested: with score = r̂ of π̂ = π_ref, c_H = α leaves π̂
-optimal (zero expected update) and β > 0 moves the policy to π ∝ π̂^{1+α/β}."""
+both, or a callable. Exact facts of the paper's Section 3.3 (docs/paper.md §6), tested: with
+score = r̂ of π̂ = π_ref, c_H = α leaves π̂ optimal (zero expected update) and β > 0 moves the
+policy to π ∝ π̂^{1+α/β}."""
 from __future__ import annotations
 
 import argparse
@@ -200,7 +201,7 @@ def shaped_rewards(score, logprobs, ref_logprobs, mask, kl_coef: float, entropy_
 
     kl_t = log π_θ − log π_ref at the sampled token (E_π = KL(π_θ ‖ π_ref) per state). The
     entropy bonus is paid as reward (MaxEnt RL, eq. 6), not as a loss term: that would ignore
-    today's action's effect on tomorrow's entropy, and its fixed point is not π̂ (PAPER.md §6)."""
+    today's action's effect on tomorrow's entropy, and its fixed point is not π̂ (docs/paper.md §6)."""
     kl = (logprobs - ref_logprobs) * mask
     return (score - kl_coef * kl - entropy_coef * logprobs) * mask, kl
 

@@ -1,4 +1,4 @@
-"""The endogenous reward of any Hugging Face causal LM (PAPER.md §5, eq. 9–12).
+"""The endogenous reward of any Hugging Face causal LM (docs/paper.md §5, eq. 9–12).
 
 A trained LM is ``π̂(·|s) = softmax(f̂(s,·)/α)`` (eq. 10): its logits ``f̂`` are a soft-Q
 function. With ``V(s) = α logsumexp(f̂(s,·)/α)`` the reward it implies is (eq. 11/12)

@@ -1,4 +1,4 @@
-"""Theorems 1 and 2 (PAPER.md §6), as quantities you can compute on tabular MDPs.
+"""Theorems 1 and 2 (docs/paper.md §6), as quantities you can compute on tabular MDPs.
 
 Setting: an expert ``π_E`` that is soft-optimal (temperature α) for the true reward
 ``r*``, so ``r* = α log π_E + shaping``; a learned policy ``π̂`` (behaviour cloning,
@@ -80,7 +80,7 @@ def bc_gap(mdp: TabularMDP, expert: torch.Tensor, policy_hat: torch.Tensor) -> f
 
 
 def rl_policy(mdp: TabularMDP, r_hat: torch.Tensor) -> torch.Tensor:
-    """π_RL: the exact optimum of ``r̂`` (hard value iteration, PAPER.md §6), [H, S, A] one-hot."""
+    """π_RL: the exact optimum of ``r̂`` (hard value iteration, docs/paper.md §6), [H, S, A] one-hot."""
     return hard_value_iteration(mdp, reward=r_hat).policy
 
 

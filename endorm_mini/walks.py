@@ -1,4 +1,4 @@
-"""A non-text autoregressive model has an endogenous reward too (PAPER.md §8).
+"""A non-text autoregressive model has an endogenous reward too (docs/paper.md §8).
 
 Walks on a 5×5 grid are token sequences: the start cell (the prompt), the cells visited,
 then ``END`` (the eos of a walk). An expert walks toward the goal, mostly by a shortest

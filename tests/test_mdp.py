@@ -1,4 +1,4 @@
-"""Tabular soft value iteration, exact policy values, and the token MDP (PAPER.md §1, §4)."""
+"""Tabular soft value iteration, exact policy values, and the token MDP (docs/paper.md §1, §4)."""
 import math
 
 import pytest

@@ -363,7 +363,7 @@ def test_a_short_seeded_run_raises_sampled_accuracy_on_noisy_arithmetic():
     history = ppo.train(model, tok, problems, cfg, is_correct=tasks.is_correct).history
     after = tasks.arith_accuracy(model, tok, problems, temperature=1.0, samples=1, seed=1, device="cpu")
     # Greedy decoding is right on tiny-arith, sampling ~60% of the time: RL on the model's own
-    # reward climbs toward its sequence-level mode, the right answer (PAPER.md §6).
+    # reward climbs toward its sequence-level mode, the right answer (docs/paper.md §6).
     assert before < 0.75 and after > before + 0.15, (before, after)
     assert history[-1]["kl"] > 0.05  # it moved away from the reference, as it must to get there
 

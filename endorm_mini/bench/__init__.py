@@ -1,4 +1,4 @@
-"""RM-Bench rebuilt, reward methods, and the domain diagonal (DESIGN.md; PAPER.md §7 Q1–Q2).
+"""RM-Bench rebuilt, reward methods, and the domain diagonal (DESIGN.md; docs/paper.md §7 Q1–Q2).
 
 - ``rmbench``:       load RM-Bench (files or Hugging Face), score Easy / Normal / Hard
 - ``methods``:       reward methods with one interface, over ``EndogenousReward``
@@ -136,7 +136,7 @@ def register_cli(sub) -> None:
     p.set_defaults(func=_rmbench_command)
 
     d = sub.add_parser("diagonal", help="one reward per persona system prompt, on every persona's pairs",
-                       description="The domain diagonal (PAPER.md §7 Q2): prints the accuracy matrix "
+                       description="The domain diagonal (docs/paper.md §7 Q2): prints the accuracy matrix "
                                    "and saves DIR/diagonal.png and DIR/diagonal.json.")
     _common(d)
     d.add_argument("--domains", default=None, help="comma-separated personas (default: the tiny world's four)")

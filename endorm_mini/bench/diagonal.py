@@ -1,4 +1,4 @@
-"""Promptable rewards: the domain diagonal (PAPER.md §7, Q2; the DSP experiment).
+"""Promptable rewards: the domain diagonal (docs/paper.md §7, Q2; the DSP experiment).
 
 The endogenous reward is conditioned on everything before the response, the system
 prompt included. Swap the system prompt and you swap the judge: one model, one reward

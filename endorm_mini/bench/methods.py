@@ -14,7 +14,7 @@ tokens (``endorm_mini.chat``) and the same forward:
 - ``DPOImplicit``     ``β Σ (log π − log π_ref)``: the reward a DPO-trained policy implies
                       against its reference (Rafailov et al. 2023).
 - ``GenerativeVerifier`` ``π̂("Yes" | verifier prompt with the question and the answer)``:
-                      a one-step trajectory whose action is "Yes" (PAPER.md §5).
+                      a one-step trajectory whose action is "Yes" (docs/paper.md §5).
 - ``RandomReward``    a seeded coin: the 50% floor every table needs.
 
 The trained Bradley–Terry reward model (eq. 4) lives in ``bench.bradley_terry`` and has the
@@ -103,7 +103,7 @@ class GenerativeVerifier:
 
     The question and the response go into ``template`` as the user turn (with ``system``
     first); the score is ``exp(Σ log π̂)`` over the tokens of ``answer_word``, without eos:
-    the trajectory is not over after "Yes" (PAPER.md §5, generative verifiers).
+    the trajectory is not over after "Yes" (docs/paper.md §5, generative verifiers).
     """
     name = "verifier"
 

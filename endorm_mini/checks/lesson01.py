@@ -1,4 +1,4 @@
-"""Checks for lesson 01 (generation as an MDP, PAPER.md §1 and eq. 1) on tiny token MDPs.
+"""Checks for lesson 01 (generation as an MDP, docs/paper.md §1 and eq. 1) on tiny token MDPs.
 
 Every case is a ``TokenMDP`` over a vocabulary of 3–4 tokens with a seeded random policy
 and reward, both functions of the state (the prefix) and the token, so that a response
@@ -71,7 +71,7 @@ def _terminal(tm, prefix, *, horizon=True, eos=True, off_by_one=False):
 
 @exercise(
     "1.1", "is_terminal", reference=TokenMDP.is_terminal,
-    equation="PAPER.md §1: a response ends with eos or after H tokens; from then on the state "
+    equation="docs/paper.md §1: a response ends with eos or after H tokens; from then on the state "
              "is absorbing (the padding up to the horizon)",
     hint="two conditions joined by `or`: the prefix has H tokens already, or its last token is "
          "tm.eos (an empty prefix has no last token)",
@@ -144,7 +144,7 @@ def _distribution(tm, policy_fn, *, absorb=True, skip_zero=True):
 
 @exercise(
     "1.3", "response_distribution", reference=mdp.response_distribution,
-    equation="PAPER.md §1: deterministic transitions s_{h+1} = s_h ⊕ a_h, so "
+    equation="docs/paper.md §1: deterministic transitions s_{h+1} = s_h ⊕ a_h, so "
              "P(τ) = Π_h π(a_h | s_h); a response is complete once it is terminal (eos or H tokens)",
     hint="walk the tree from the empty prefix, with a stack or a recursion of (prefix, P(prefix)); "
          "for each token a with π(a | prefix) > 0 the child is prefix + (a,): store it in the "

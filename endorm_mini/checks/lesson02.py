@@ -143,7 +143,7 @@ def _random_policy(rng, mdp: TabularMDP, scale=1.0):
 
 @exercise(
     "2.3", "state_occupancy", reference=tabular.state_occupancy,
-    equation="PAPER.md §1 with deterministic transitions: d_1 = initial, "
+    equation="docs/paper.md §1 with deterministic transitions: d_1 = initial, "
              "d_{h+1}(s') = Σ_{(s,a): next_state[s,a] = s'} d_h(s) π_h(a|s)",
     hint="d = zeros [H, S], d[0] = mdp.initial; for h in range(H − 1): mass = d[h, :, None] * policy[h] "
          "is [S, A]; add each mass[s, a] into d[h + 1, next_state[s, a]] (index_add_ accumulates "

@@ -71,7 +71,7 @@ def _svi(mdp, alpha, reward=None, *, backup="soft", next_value="next", terminal=
 
 @exercise(
     "3.1", "soft_value_iteration", reference=tabular.soft_value_iteration,
-    equation="PAPER.md §4 (soft Bellman, γ = 1): Q_h(s,a) = r_h(s,a) + V_{h+1}(s'), "
+    equation="docs/paper.md §4 (soft Bellman, γ = 1): Q_h(s,a) = r_h(s,a) + V_{h+1}(s'), "
              "V_h(s) = α logsumexp(Q_h(s,·)/α), V_{H+1} = 0; π_h = softmax(Q_h/α)",
     hint="loop h = H-1, …, 0; s' for every (s, a) at once is mdp.next_state, so "
          "V[h + 1][mdp.next_state] is [S, A]; set V[h, mdp.terminal] = 0 after each backup",

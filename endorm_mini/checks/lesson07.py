@@ -1,4 +1,4 @@
-"""Checks for lesson 07 (promptable rewards: the domain diagonal, PAPER.md §7 Q2).
+"""Checks for lesson 07 (promptable rewards: the domain diagonal, docs/paper.md §7 Q2).
 
 7.1 conditions a reward method on one system prompt and measures it on every persona's
 pairs: one row of the accuracy matrix. Its cases use toy judges (frozen dataclasses, so
@@ -70,7 +70,7 @@ def _row(method, system, pairs, *, own=False, ties=False, reverse=False):
 
 @exercise(
     "7.1", "accuracy_row", reference=accuracy_row,
-    equation="PAPER.md §7 Q2: a system prompt is part of the state s_1, so r̂(τ | system, x) = "
+    equation="docs/paper.md §7 Q2: a system prompt is part of the state s_1, so r̂(τ | system, x) = "
              "α log π̂(τ | system, x) + V(s_1); matrix[i][j] = accuracy of the reward under system i "
              "on persona j's pairs (a tie is wrong)",
     hint="for each persona's list of pairs: wins += c > r where c, r = method(p['prompt'], "
@@ -121,7 +121,7 @@ def _dominates(matrix, rows, columns, *, ties=False, by_position=False, down_col
 
 @exercise(
     "7.2", "diagonal_dominates", reference=diagonal.diagonal_dominates,
-    equation="PAPER.md §7 Q2: 'each domain's reward does best on its own domain': row i's own cell "
+    equation="docs/paper.md §7 Q2: 'each domain's reward does best on its own domain': row i's own cell "
              "(the column with row i's name) strictly above every other cell of row i",
     hint="for each row name that is also a column: j = columns.index(name); compare matrix[i, j] "
          "with np.delete(matrix[i], j).max() (strictly); skip rows that are not columns",

@@ -48,7 +48,7 @@ def _shaped(score, logprobs, ref_logprobs, mask, kl_coef, entropy_coef=0.0, *, h
 @exercise(
     "8.1", "shaped_rewards", reference=ppo.shaped_rewards,
     equation="r'_t = score_t − β (log π_θ − log π_ref)(a_t|s_t) − c_H log π_θ(a_t|s_t) on every "
-             "response token (PAPER.md §7 Q3: β = 0.01); zero after the mask",
+             "response token (docs/paper.md §7 Q3: β = 0.01); zero after the mask",
     hint="kl = (logprobs − ref_logprobs) * mask; rewards = (score − kl_coef·kl − entropy_coef·logprobs) "
          "* mask; return (rewards, kl)",
     outputs=("rewards", "kl"),

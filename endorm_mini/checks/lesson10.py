@@ -23,7 +23,7 @@ def _logp(rng, n, r, pad=0):
 # ---------------------------------------------------------------- 10.1 the KL optimum
 @exercise(
     "10.1", "kl_optimum", reference=limits.kl_optimum,
-    equation="PAPER.md §6: argmax_π E_π[r̂] − β KL(π ‖ π̂) is π ∝ π̂^{1+α/β} (r̂(τ) = α log π̂(τ) + V(s_1))",
+    equation="docs/paper.md §6: argmax_π E_π[r̂] − β KL(π ‖ π̂) is π ∝ π̂^{1+α/β} (r̂(τ) = α log π̂(τ) + V(s_1))",
     hint="multiply log π̂ by 1 + α/β, then normalise over the last dimension with log_softmax",
     mistakes={
         "exponent α/β: that is the entropy-bonus optimum (max E[r̂] + β H(π)), not the KL one":
@@ -84,7 +84,7 @@ def _tree(rng, vocab, horizon, eos, scale, want_beam_wrong=False):
 
 @exercise(
     "10.2", "best_first_mode", reference=limits.best_first_mode,
-    equation="PAPER.md §6: without regularisation π_RL puts all its mass on argmax_τ π̂(τ|s_1), "
+    equation="docs/paper.md §6: without regularisation π_RL puts all its mass on argmax_τ π̂(τ|s_1), "
              "P(τ) = Π_h π(a_h|s_h) (what exact beam search approximates)",
     hint="a heap of (−log P(prefix), prefix), starting from ((0.0, ())); pop the likeliest; if it is complete "
          "(tm.is_terminal and non-empty) it is the mode; else push its children with p > 0",
@@ -115,7 +115,7 @@ def _sharp(logp, correct, power, how):
 
 @exercise(
     "10.3", "sharpened_accuracy", reference=limits.sharpened_accuracy,
-    equation="PAPER.md §6: PPO with KL β to π̂ converges to π ∝ π̂^{1+α/β}; accuracy = mean over prompts of "
+    equation="docs/paper.md §6: PPO with KL β to π̂ converges to π ∝ π̂^{1+α/β}; accuracy = mean over prompts of "
              "Σ_τ π(τ)·1[τ correct]",
     hint="probs = softmax(power · logp) over each prompt's responses (dim -1), in float64; padding (−inf) "
          "gets probability 0 by itself",

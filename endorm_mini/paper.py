@@ -1,0 +1,52 @@
+"""Where the course's notes on the paper are: ``docs/paper.md``.
+
+Lessons, check messages and docstrings cite them as ``docs/paper.md §N`` and by the
+paper's equation numbers (``eq. N``). From a checkout the notes are a local file; an
+installed package (Colab) points to the hosted copy in the project's repository, whose
+address comes from ``[project.urls]`` in pyproject.toml.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import re
+from pathlib import Path
+
+NOTES = "docs/paper.md"
+# A text that sends the reader to the notes: the file, a section, an equation or a theorem.
+CITES_NOTES = re.compile(r"docs/paper\.md|\beqs?\.\s*\d|§\s*\d|\bTheorems?\s+\d", re.I)
+
+
+def repository_url() -> str:
+    """The project's repository address: ``Repository`` of ``[project.urls]`` in the
+    installed package's metadata, else the constant the Colab install line uses."""
+    try:
+        entries = importlib.metadata.metadata("endorm-mini").get_all("Project-URL") or []
+    except importlib.metadata.PackageNotFoundError:
+        entries = []
+    for entry in entries:
+        label, _, url = entry.partition(",")
+        if label.strip().lower() == "repository" and url.strip():
+            return url.strip().rstrip("/")
+    from .grading import REPO_URL
+    return REPO_URL
+
+
+def notes_url(branch: str = "main") -> str:
+    """The hosted notes, for a learner without a checkout (Colab)."""
+    return f"{repository_url()}/blob/{branch}/{NOTES}"
+
+
+def notes_location() -> str:
+    """Where to read the notes from here: the local file when the package runs from a
+    checkout that has it (relative to the working directory when that is the repository
+    or a folder just below it, e.g. ``../docs/paper.md`` from ``lessons/``), else the
+    hosted address."""
+    root = Path(__file__).resolve().parents[1]
+    local = root / NOTES
+    if not local.is_file():
+        return notes_url()
+    here = Path.cwd().resolve()
+    if here == root or here.parent == root:
+        return os.path.relpath(local, here)
+    return str(local)
