@@ -30,12 +30,8 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 import torch
 
-from . import checks, paper
+from . import checks, paper, project
 
-# The project's repository: the ONE place the Colab install line comes from. Every
-# notebook's first cell holds INSTALL_SPEC verbatim; build-lessons refuses one that doesn't.
-REPO_URL = "https://github.com/endorm-mini/endorm-mini"
-INSTALL_SPEC = f"endorm-mini[colab] @ git+{REPO_URL}"
 CPU_MODEL = "tiny-domains"                 # a zoo checkpoint: runs anywhere in seconds
 GPU_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"   # a real Hugging Face model when cuda is present
 
@@ -81,16 +77,10 @@ def setup_cell(colab: str, cpu_model: str = CPU_MODEL, gpu_model: str = GPU_MODE
         "import subprocess, sys\n"
         'if "google.colab" in sys.modules:  # on Colab: install the course package (~1 min)\n'
         '    subprocess.run([sys.executable, "-m", "pip", "install", "-q",\n'
-        f'                    "{INSTALL_SPEC}"], check=True)\n'
+        f'                    "{project.install_spec()}"], check=True)\n'
         "from endorm_mini.grading import check, setup_notebook\n"
         f"DEVICE, MODEL = setup_notebook({models})"
     )
-
-
-def colab_url(notebook_path: str, branch: str = "main") -> str:
-    """The 'Open in Colab' address of a notebook in the project's repository."""
-    return f"https://colab.research.google.com/github/{REPO_URL.split('github.com/')[1]}" \
-           f"/blob/{branch}/{notebook_path}"
 
 
 # ---------------------------------------------------------------- comparing answers

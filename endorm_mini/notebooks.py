@@ -30,6 +30,8 @@ from pathlib import Path
 
 import nbformat
 
+from . import project
+
 BEGIN, END = "# BEGIN SOLUTION", "# END SOLUTION"
 EXERCISE_RE = re.compile(r"^#\s*EXERCISE\s+(\d+\.\d+)\b", re.M)         # the exercise cell header
 CHECK_RE = re.compile(r"""\bcheck\(\s*["'](\d+\.\d+)["']""")             # a check cell's call
@@ -94,13 +96,13 @@ def clean(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
 
 def validate(nb: nbformat.NotebookNode, path: str | Path) -> list[str]:
     """The authoring rules a master breaks (empty when it follows them all)."""
-    from .grading import INSTALL_SPEC
     problems, name = [], Path(path).name
     code = [c for c in nb.cells if c.cell_type == "code"]
-    if not code or INSTALL_SPEC not in code[0].source or "setup_notebook(" not in code[0].source:
+    if not code or not project.INSTALL_RE.search(code[0].source) \
+            or "setup_notebook(" not in code[0].source:
         problems.append(f"{name}: the first code cell must be the setup cell "
                         "(endorm_mini.grading.setup_cell(...)) installing "
-                        f"{INSTALL_SPEC!r} and calling setup_notebook()")
+                        f"{project.install_spec()!r} and calling setup_notebook()")
     lesson, exercise_at, check_at = lesson_number(path), {}, {}
     for i, cell in enumerate(code):
         ids, calls = exercise_ids(cell.source), check_ids(cell.source)
@@ -149,6 +151,7 @@ def lesson_from_solution(nb: nbformat.NotebookNode, path: str | Path) -> nbforma
                     if not REMOVED_TAGS & set(c.get("metadata", {}).get("tags", []))]
     exercises = []
     for cell in lesson.cells:
+        cell.source = project.with_current_address(cell.source)
         if cell.cell_type == "code" and BEGIN in cell.source:
             exercises.append(exercise_ids(cell.source)[0])
             cell.source = strip_solutions(cell.source, exercises[-1])
@@ -205,6 +208,10 @@ def build_lessons(solutions: Path, lessons: Path, check: bool = False,
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text, encoding="utf-8")
 
+    readme = Path(solutions).parent / "README.md"
+    for path in [*masters, readme] if readme.exists() else masters:
+        if _readdress(path, write=not check):
+            differ.append(f"{path} (repository address changed)")
     for master in masters:  # a broken master does not stop the others from being built
         target = Path(lessons) / master.name
         try:
@@ -227,6 +234,27 @@ def build_lessons(solutions: Path, lessons: Path, check: bool = False,
     if broken:
         raise ValueError("; ".join(broken))
     return differ
+
+
+def _readdress(path: Path, write: bool) -> bool:
+    """Point ``path``'s install lines and Colab links at the current repository address
+    (``[project.urls]`` in pyproject.toml); returns whether anything was stale."""
+    if path.suffix != ".ipynb":
+        text = path.read_text(encoding="utf-8")
+        new = project.with_current_address(text)
+        if write and new != text:
+            path.write_text(new, encoding="utf-8")
+        return new != text
+    nb = nbformat.read(path, as_version=4)
+    stale = False
+    for cell in nb.cells:
+        new = project.with_current_address(cell.source)
+        if new != cell.source:
+            cell.source = new
+            stale = True
+    if write and stale:
+        path.write_text(_text(nb), encoding="utf-8")
+    return stale
 
 
 def find_lessons() -> Path:
@@ -354,7 +382,7 @@ def _build_command(args) -> int:
     if args.check:
         for entry in differ:
             path = Path(entry.split(" (")[0])
-            edited = path.exists() and edited_since_built(path)
+            edited = path.parent == Path(args.lessons) and path.exists() and edited_since_built(path)
             print(f"out of date: {entry}" + (" (edited since it was built: someone's work? "
                                               "learners work on copies, `endorm-mini start`)" * edited))
         if differ:

@@ -7,29 +7,15 @@ address comes from ``[project.urls]`` in pyproject.toml.
 """
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import re
 from pathlib import Path
 
+from .project import repository_url
+
 NOTES = "docs/paper.md"
 # A text that sends the reader to the notes: the file, a section, an equation or a theorem.
 CITES_NOTES = re.compile(r"docs/paper\.md|\beqs?\.\s*\d|§\s*\d|\bTheorems?\s+\d", re.I)
-
-
-def repository_url() -> str:
-    """The project's repository address: ``Repository`` of ``[project.urls]`` in the
-    installed package's metadata, else the constant the Colab install line uses."""
-    try:
-        entries = importlib.metadata.metadata("endorm-mini").get_all("Project-URL") or []
-    except importlib.metadata.PackageNotFoundError:
-        entries = []
-    for entry in entries:
-        label, _, url = entry.partition(",")
-        if label.strip().lower() == "repository" and url.strip():
-            return url.strip().rstrip("/")
-    from .grading import REPO_URL
-    return REPO_URL
 
 
 def notes_url(branch: str = "main") -> str:

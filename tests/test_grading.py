@@ -16,7 +16,7 @@ import pytest
 import torch
 from packaging.requirements import Requirement
 
-from endorm_mini import checks, cli, grading, notebooks
+from endorm_mini import checks, cli, grading, notebooks, project
 from endorm_mini.checks import case, exercise
 from endorm_mini.grading import ExerciseError, ExerciseNotImplemented, check, compare
 
@@ -343,6 +343,36 @@ def test_start_copies_lessons_and_never_overwrites(fake, tmp_path, capsys):
     assert "no lesson '7'" in capsys.readouterr().err
 
 
+def test_build_lessons_writes_the_repository_address_everywhere(fake, tmp_path, monkeypatch):
+    """The host sets [project.urls] Repository once; build-lessons rewrites every notebook's
+    install line (masters too, outputs kept) and the README's Colab links from it."""
+    sol, les, lesson = _built(fake, tmp_path)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"[open]({project.colab_url('lessons/99_fake.ipynb')})\n")
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text('[project]\nname = "x"\n\n[project.urls]\n'
+                         'Repository = "https://github.com/someone/their-course"\n')
+    monkeypatch.setattr(project, "PYPROJECT", pyproject)
+    assert notebooks.build_lessons(sol, les, check=True) == [
+        f"{sol / '99_fake.ipynb'} (repository address changed)", f"{readme} (repository address changed)",
+        str(lesson)]
+    notebooks.build_lessons(sol, les)
+    spec = "endorm-mini[colab] @ git+https://github.com/someone/their-course"
+    master = nbformat.read(sol / "99_fake.ipynb", as_version=4)
+    assert spec in master.cells[1].source and master.cells[1].outputs       # outputs kept
+    assert spec in lesson.read_text() and "endorm-mini/endorm-mini" not in lesson.read_text()
+    assert readme.read_text() == "[open](https://colab.research.google.com/github/someone/" \
+                                 "their-course/blob/main/lessons/99_fake.ipynb)\n"
+    assert notebooks.build_lessons(sol, les, check=True) == []
+
+
+def test_readme_has_an_open_in_colab_link_for_every_lesson():
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    for lesson in sorted((root / "lessons").glob("[0-9][0-9]_*.ipynb")):
+        assert project.colab_url(f"lessons/{lesson.name}") in readme, lesson.name
+
+
 def test_percent_format_round_trip():
     nb = notebooks.from_percent('# %% [markdown]\n# # Title\n#\n# text\n\n# %%\nx = 1\n\n'
                                 '# %% tags=["solution-only"]\nprint(x)\n')
@@ -361,9 +391,9 @@ def test_setup_notebook_picks_device_and_model(monkeypatch, capsys):
     assert capsys.readouterr().out.splitlines() == [
         f"endorm-mini setup: device=cpu · MODEL={grading.CPU_MODEL} · seed=0 · local",
         "endorm-mini setup: device=cuda · MODEL=Qwen/X · seed=0 · local"]
-    assert f'"{grading.INSTALL_SPEC}"' in SETUP
-    owner_repo = grading.REPO_URL.removeprefix("https://github.com/")
-    assert grading.colab_url("lessons/x.ipynb") == \
+    assert f'"{project.install_spec()}"' in SETUP
+    owner_repo = project.repository_url().removeprefix("https://github.com/")
+    assert project.colab_url("lessons/x.ipynb") == \
         f"https://colab.research.google.com/github/{owner_repo}/blob/main/lessons/x.ipynb"
 
 
@@ -374,18 +404,18 @@ def test_setup_cell_installs_the_package_on_colab_only(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
     namespace = {}
     exec(SETUP, namespace)
-    assert calls == [[sys.executable, "-m", "pip", "install", "-q", grading.INSTALL_SPEC]]
+    assert calls == [[sys.executable, "-m", "pip", "install", "-q", project.install_spec()]]
     assert namespace["MODEL"] == grading.CPU_MODEL and namespace["check"] is check
     assert capsys.readouterr().out.endswith("· Colab\n")
     monkeypatch.delitem(sys.modules, "google.colab")
     exec(SETUP, {})
     assert len(calls) == 1                                   # no install when local
     # The install line names this project and an extra it defines.
-    requirement = Requirement(grading.INSTALL_SPEC)
+    requirement = Requirement(project.install_spec())
     tomllib = pytest.importorskip("tomllib")                 # Python ≥ 3.11
-    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
-    assert requirement.name == project["name"] and requirement.extras == {"colab"}
-    assert "colab" in project["optional-dependencies"] and requirement.url.startswith("git+https://")
+    meta = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    assert requirement.name == meta["name"] and requirement.extras == {"colab"}
+    assert "colab" in meta["optional-dependencies"] and requirement.url.startswith("git+https://")
 
 
 # ---------------------------------------------------------------- endorm-mini grade

@@ -204,10 +204,6 @@ def test_notes_location_is_the_local_file_in_a_checkout_else_the_hosted_copy(mon
     monkeypatch.setattr(paper, "__file__", str(tmp_path / "endorm_mini" / "paper.py"))
     assert paper.notes_location() == paper.notes_url()
 
-    def not_installed(name):
-        raise importlib.metadata.PackageNotFoundError(name)
-    monkeypatch.setattr(importlib.metadata, "metadata", not_installed)
-    assert paper.repository_url() == grading.REPO_URL
 
 
 @pytest.fixture
