@@ -116,8 +116,12 @@ class EndogenousReward:
 
     def __init__(self, model, tokenizer, alpha: float = 1.0, device="auto", dtype=None,
                  chunk_size: int = 64, batch_tokens: int | None = None):
-        if alpha <= 0:
-            raise ValueError(f"alpha must be > 0, got {alpha}")
+        try:
+            finite_positive = math.isfinite(float(alpha)) and float(alpha) > 0
+        except (TypeError, ValueError):
+            finite_positive = False
+        if not finite_positive:
+            raise ValueError(f"alpha must be a finite number > 0, got {alpha!r}")
         self.device = resolve_device(device)
         dtype = resolve_dtype(dtype)
         self.model = model.to(device=self.device, dtype=dtype) if dtype else model.to(self.device)
@@ -269,13 +273,16 @@ def _score_command(args: argparse.Namespace) -> int:
 
 
 def register_cli(sub) -> None:
+    from .cli import positive_float
+
     p = sub.add_parser("score", help="per-token endogenous rewards of one response",
                        description="Print the per-token endogenous reward table (eq. 12) and total.")
     p.add_argument("--model", default="tiny-domains", help="zoo name, local path or hub name")
     p.add_argument("--prompt", required=True)
     p.add_argument("--response", required=True)
     p.add_argument("--system", default=None, help="optional system prompt")
-    p.add_argument("--alpha", type=float, default=1.0, help="soft-Q temperature α (1 = the model's policy)")
+    p.add_argument("--alpha", type=positive_float, default=1.0,
+                   help="soft-Q temperature α > 0 (1 = the model's policy)")
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default=None, help="fp32, bf16 or fp16 (default: the model's own)")
     p.set_defaults(func=_score_command)
