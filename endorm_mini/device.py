@@ -5,16 +5,70 @@ import torch
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` picks cuda, then mps, then cpu; anything else is passed to ``torch.device``."""
+    """``"auto"`` picks cuda, then mps, then cpu; anything else is passed to ``torch.device``.
+
+    A device this machine lacks (``"cuda"`` without CUDA, ``"cuda:3"`` with one GPU,
+    ``"mps"`` off Apple silicon) or an unknown name raises ``ValueError`` listing the
+    devices that exist, before any model is loaded or moved.
+    """
+    if isinstance(device, str) and device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
     if isinstance(device, torch.device):
-        return device
-    if device != "auto":
-        return torch.device(device)
+        resolved = device
+    else:
+        try:
+            resolved = torch.device(device)
+        except (RuntimeError, TypeError, ValueError):
+            raise ValueError(f"unknown device {device!r}; devices here: {', '.join(available_devices())}") \
+                from None
+    problem = _unavailable(resolved)
+    if problem:
+        raise ValueError(f"device {str(device)!r} is not available: {problem}; "
+                         f"devices here: {', '.join(available_devices())}")
+    return resolved
+
+
+def available_devices() -> list[str]:
+    """The device names that work on this machine, ``"auto"`` first."""
+    names = ["auto", "cpu"]
     if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+        count = torch.cuda.device_count()
+        names.append("cuda")
+        if count > 1:
+            names += [f"cuda:{i}" for i in range(count)]
+    if _mps_available():
+        names.append("mps")
+    xpu = getattr(torch, "xpu", None)
+    if xpu is not None and xpu.is_available():
+        names.append("xpu")
+    return names
+
+
+def _mps_available() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+
+def _unavailable(device: torch.device) -> str | None:
+    """Why ``device`` cannot be used here, or ``None`` when it can."""
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            if torch.version.cuda is None and getattr(torch.version, "hip", None) is None:
+                return f"this torch ({torch.__version__}) is built without CUDA"
+            return "torch sees no CUDA GPU"
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            return f"this machine has {torch.cuda.device_count()} CUDA GPU(s)"
+        return None
+    if device.type == "mps":
+        return None if _mps_available() else "MPS (Apple silicon GPU) is not available here"
+    backend = getattr(torch, device.type, None)   # xpu, hpu, mtia, ...: their own is_available()
+    if device.type not in ("cpu", "meta") and callable(getattr(backend, "is_available", None)) \
+            and not backend.is_available():
+        return f"torch sees no {device.type} device"
+    return None
 
 
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16,

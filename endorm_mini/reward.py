@@ -116,8 +116,12 @@ class EndogenousReward:
 
     def __init__(self, model, tokenizer, alpha: float = 1.0, device="auto", dtype=None,
                  chunk_size: int = 64, batch_tokens: int | None = None):
-        if alpha <= 0:
-            raise ValueError(f"alpha must be > 0, got {alpha}")
+        try:
+            finite_positive = math.isfinite(float(alpha)) and float(alpha) > 0
+        except (TypeError, ValueError):
+            finite_positive = False
+        if not finite_positive:
+            raise ValueError(f"alpha must be a finite number > 0, got {alpha!r}")
         self.device = resolve_device(device)
         dtype = resolve_dtype(dtype)
         self.model = model.to(device=self.device, dtype=dtype) if dtype else model.to(self.device)
@@ -260,22 +264,52 @@ def _score_command(args: argparse.Namespace) -> int:
 
     model, tokenizer = load(args.model, device=args.device, dtype=args.dtype)
     er = EndogenousReward(model, tokenizer, alpha=args.alpha, device=args.device)
-    result = er.score(args.prompt, args.response, system=args.system)
-    print(f"model {args.model}, α = {args.alpha}")
-    print(result.table())
-    if not math.isfinite(result.total):
-        warnings.warn("the total is not finite")
+    results = er.score_batch([args.prompt] * len(args.response), args.response, system=args.system,
+                             progress=False)
+    print(f"model {args.model}, α = {args.alpha}, prompt {args.prompt!r}")
+    if len(results) == 1 or args.table:
+        for response, result in zip(args.response, results):
+            if len(results) > 1:
+                print(f"\nresponse {response!r}:")
+            print(result.table())
+    if len(results) > 1:
+        print(("\n" if args.table else "") + _compare(args.response, results))
+    if not all(math.isfinite(r.total) for r in results):
+        warnings.warn("a total is not finite")
     return 0
 
 
+def _compare(responses: list[str], results: list[RewardResult]) -> str:
+    """Each response's total and ``α·Σ log π̂``, and the one the reward prefers."""
+    lines = ["  total Σ r̂   α·Σ log π̂  tokens  response"]   # r̂, π̂: two code points, one column
+    for response, r in zip(responses, results):
+        lines.append(f"{r.total:>11.4f} {r.alpha * float(r.logprobs.sum()):>11.4f} {len(r.tokens):>7}  {response!r}")
+    totals = [r.total for r in results]
+    best = max(range(len(totals)), key=totals.__getitem__)
+    runner_up = max(t for k, t in enumerate(totals) if k != best)
+    if totals[best] == runner_up:
+        lines.append("the reward ties: no response is preferred")
+    else:
+        lines.append(f"the endogenous reward prefers {responses[best]!r} (+{totals[best] - runner_up:.4f}); "
+                     "V(s_1) is shared, so α·Σ log π̂ decides")
+    return "\n".join(lines)
+
+
 def register_cli(sub) -> None:
-    p = sub.add_parser("score", help="per-token endogenous rewards of one response",
-                       description="Print the per-token endogenous reward table (eq. 12) and total.")
+    from .cli import positive_float
+
+    p = sub.add_parser("score", help="per-token endogenous rewards of a response, or which of several it prefers",
+                       description="One --response: print its per-token endogenous reward table (eq. 12) "
+                                   "and total. Several (--response A --response B ...): print each total "
+                                   "and the response the reward prefers.")
     p.add_argument("--model", default="tiny-domains", help="zoo name, local path or hub name")
     p.add_argument("--prompt", required=True)
-    p.add_argument("--response", required=True)
+    p.add_argument("--response", required=True, action="append",
+                   help="a response to score; repeat to compare several (e.g. a right and a wrong answer)")
+    p.add_argument("--table", action="store_true", help="with several responses, print each per-token table too")
     p.add_argument("--system", default=None, help="optional system prompt")
-    p.add_argument("--alpha", type=float, default=1.0, help="soft-Q temperature α (1 = the model's policy)")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--alpha", type=positive_float, default=1.0,
+                   help="soft-Q temperature α > 0 (1 = the model's policy)")
+    p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, mps")
     p.add_argument("--dtype", default=None, help="fp32, bf16 or fp16 (default: the model's own)")
     p.set_defaults(func=_score_command)

@@ -27,9 +27,11 @@ def run_tour(out_dir: str | Path = "endorm-mini-tour", device: str = "cpu", n_pe
 
     from . import tasks, zoo
     from .bench import diagonal, methods, rmbench
+    from .device import resolve_device
     from .reward import EndogenousReward
     from .viz import plot_token_rewards
 
+    resolve_device(device)   # a device this machine lacks fails here, before any output
     torch.manual_seed(seed)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -27,6 +27,16 @@ def test_score_command_prints_the_table(capsys):
     assert "'</s>'" in out and "total Σ r̂" in out
 
 
+def test_score_command_compares_responses(capsys):
+    args = ["score", "--model", "tiny-domains", "--prompt", "What is the capital of France?"]
+    assert main(args + ["--response", "Paris.", "--response", "Lyon."]) == 0
+    out = capsys.readouterr().out
+    assert "the endogenous reward prefers 'Paris.'" in out and "'</s>'" not in out   # no tables by default
+    assert main(args + ["--response", "Paris.", "--response", "Paris.", "--table"]) == 0
+    out = capsys.readouterr().out
+    assert "the reward ties" in out and out.count("'</s>'") == 2
+
+
 def test_score_command_rejects_bad_input(capsys):
     assert main(["score", "--model", "tiny-nope", "--prompt", "x", "--response", "y"]) == 2
     assert "unknown zoo model" in capsys.readouterr().err

@@ -14,6 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
+from ..cli import positive_float
 from . import rmbench
 from .methods import METHODS
 
@@ -108,7 +109,8 @@ def _diagonal_command(args: argparse.Namespace) -> int:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="tiny-domains", help="zoo name, local folder or Hugging Face name")
-    p.add_argument("--alpha", type=float, default=1.0, help="soft-Q temperature α (1 = the model's own policy)")
+    p.add_argument("--alpha", type=positive_float, default=1.0,
+                   help="soft-Q temperature α > 0 (1 = the model's own policy)")
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, ...")
     p.add_argument("--dtype", default=None, help="fp32, bf16 or fp16 (default: the model's own)")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated data and of --method random")
