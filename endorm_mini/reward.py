@@ -16,7 +16,6 @@ with ``V = 0``, so ``total = α Σ log π̂ + V(s_1)`` (telescoping). A response
 """
 from __future__ import annotations
 
-import argparse
 import math
 import warnings
 from dataclasses import dataclass
@@ -256,60 +255,3 @@ class EndogenousReward:
                 logprobs=logprobs, values=values[:-1], final_value=float(values[-1]),
                 rewards=rewards, total=float(rewards.sum()), ended=ended, alpha=self.alpha))
         return out
-
-
-# ---------------------------------------------------------------- CLI: endorm-mini score
-def _score_command(args: argparse.Namespace) -> int:
-    from .zoo import load
-
-    model, tokenizer = load(args.model, device=args.device, dtype=args.dtype)
-    er = EndogenousReward(model, tokenizer, alpha=args.alpha, device=args.device)
-    results = er.score_batch([args.prompt] * len(args.response), args.response, system=args.system,
-                             progress=False)
-    print(f"model {args.model}, α = {args.alpha}, prompt {args.prompt!r}")
-    if len(results) == 1 or args.table:
-        for response, result in zip(args.response, results):
-            if len(results) > 1:
-                print(f"\nresponse {response!r}:")
-            print(result.table())
-    if len(results) > 1:
-        print(("\n" if args.table else "") + _compare(args.response, results))
-    if not all(math.isfinite(r.total) for r in results):
-        warnings.warn("a total is not finite")
-    return 0
-
-
-def _compare(responses: list[str], results: list[RewardResult]) -> str:
-    """Each response's total and ``α·Σ log π̂``, and the one the reward prefers."""
-    lines = ["  total Σ r̂   α·Σ log π̂  tokens  response"]   # r̂, π̂: two code points, one column
-    for response, r in zip(responses, results):
-        lines.append(f"{r.total:>11.4f} {r.alpha * float(r.logprobs.sum()):>11.4f} {len(r.tokens):>7}  {response!r}")
-    totals = [r.total for r in results]
-    best = max(range(len(totals)), key=totals.__getitem__)
-    runner_up = max(t for k, t in enumerate(totals) if k != best)
-    if totals[best] == runner_up:
-        lines.append("the reward ties: no response is preferred")
-    else:
-        lines.append(f"the endogenous reward prefers {responses[best]!r} (+{totals[best] - runner_up:.4f}); "
-                     "V(s_1) is shared, so α·Σ log π̂ decides")
-    return "\n".join(lines)
-
-
-def register_cli(sub) -> None:
-    from .cli import positive_float
-
-    p = sub.add_parser("score", help="per-token endogenous rewards of a response, or which of several it prefers",
-                       description="One --response: print its per-token endogenous reward table (eq. 12) "
-                                   "and total. Several (--response A --response B ...): print each total "
-                                   "and the response the reward prefers.")
-    p.add_argument("--model", default="tiny-domains", help="zoo name, local path or hub name")
-    p.add_argument("--prompt", required=True)
-    p.add_argument("--response", required=True, action="append",
-                   help="a response to score; repeat to compare several (e.g. a right and a wrong answer)")
-    p.add_argument("--table", action="store_true", help="with several responses, print each per-token table too")
-    p.add_argument("--system", default=None, help="optional system prompt")
-    p.add_argument("--alpha", type=positive_float, default=1.0,
-                   help="soft-Q temperature α > 0 (1 = the model's policy)")
-    p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, mps")
-    p.add_argument("--dtype", default=None, help="fp32, bf16 or fp16 (default: the model's own)")
-    p.set_defaults(func=_score_command)

@@ -14,7 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ..cli import positive_float
+from ..argtypes import positive_float, positive_int
 from . import rmbench
 from .methods import METHODS
 
