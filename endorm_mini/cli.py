@@ -20,7 +20,7 @@ COMMAND_MODULES = [
     "endorm_mini.score_cli",  # score
     "endorm_mini.zoo",        # zoo list / zoo retrain
     "endorm_mini.bench",      # rmbench, diagonal
-    "endorm_mini.ppo",        # ppo
+    "endorm_mini.ppo_cli",    # ppo
     "endorm_mini.grading",    # grade
     "endorm_mini.notebooks",  # build-lessons, start
 ]
