@@ -13,7 +13,7 @@ import time
 
 from .argtypes import positive_float, positive_int
 from .ppo import REWARDS, PPOConfig, train
-from .ppo_run import RunStopped
+from .ppo_run import RunFiles, RunStopped
 
 
 def plot_history(history: list[dict], path: str) -> None:
@@ -35,10 +35,11 @@ def _ppo_command(args: argparse.Namespace) -> int:
     from .tasks import arith_accuracy, arith_problems, is_correct
     from .zoo import load
 
-    model, tokenizer = load(args.model, device=args.device)
     cfg = PPOConfig(steps=args.steps, reward=args.reward, alpha=args.alpha, kl_coef=args.kl_coef,
                     lr=args.lr, seed=args.seed, device=args.device, dtype=args.dtype,
                     checkpoint_dir=args.out, checkpoint_every=args.checkpoint_every)
+    RunFiles(cfg).check(args.resume)  # a folder that would lose a run fails before any loading
+    model, tokenizer = load(args.model, device=args.device)
     prompts, n = arith_problems(), args.eval_samples
     before = arith_accuracy(model, tokenizer, prompts, 1.0, n, device=args.device)
     t0 = time.perf_counter()

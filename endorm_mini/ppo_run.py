@@ -85,7 +85,7 @@ def differences(old: dict, new: dict) -> list[str]:
 class RunFiles:
     """``log.csv`` and ``ppo.pt`` in ``config.checkpoint_dir``; nothing is written without one."""
 
-    def __init__(self, config, identity: dict):
+    def __init__(self, config, identity: dict | None = None):
         self.folder, self.every = config.checkpoint_dir, config.checkpoint_every
         self.steps = config.steps
         self.identity = identity
@@ -98,13 +98,14 @@ class RunFiles:
         with open(self.log, newline="") as f:
             return max(sum(1 for _ in csv.reader(f)) - 1, 0)
 
-    def start(self, resume: bool, parts: dict, generators, device) -> tuple[int, list]:
-        """``(first update, history)``: 0 and [] for a new run, the checkpoint's to resume."""
+    def check(self, resume: bool) -> bool:
+        """Refuse what would lose or mix a run (before anything loads); True: a checkpoint
+        to resume from."""
         if not self.folder:
             if resume:
                 raise ValueError("resume=True needs checkpoint_dir: the folder of the run to "
                                  "go on with")
-            return 0, []
+            return False
         logged = self._logged_updates()
         if os.path.exists(self.checkpoint) and not resume:
             raise ValueError(f"{self.folder} already holds a run ({CHECKPOINT}, {logged or 0} "
@@ -116,6 +117,12 @@ class RunFiles:
                                  f"to resume from (saved every {self.every} updates): a new run "
                                  f"would overwrite it; move it away or choose another "
                                  "checkpoint_dir (--out)")
+            return False
+        return True
+
+    def start(self, resume: bool, parts: dict, generators, device) -> tuple[int, list]:
+        """``(first update, history)``: 0 and [] for a new run, the checkpoint's to resume."""
+        if not self.check(resume):
             return 0, []
         state = torch.load(self.checkpoint, map_location=device)
         if "identity" not in state:
