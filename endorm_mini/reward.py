@@ -17,13 +17,14 @@ with ``V = 0``, so ``total = α Σ log π̂ + V(s_1)`` (telescoping). A response
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
 
-from .chat import context_length, ensure_pad_token, prompt_ids, response_ids
+from .chat import as_messages, context_length, ensure_pad_token, prompt_ids, response_ids
 from .device import resolve_device, resolve_dtype
 
 
@@ -143,7 +144,14 @@ class EndogenousReward:
         return self.score_batch([prompt], [response], system=system, progress=False)[0]
 
     def score_batch(self, prompts, responses, system=None, progress: bool = True) -> list[RewardResult]:
-        """Score ``responses[i]`` given ``prompts[i]``; ``system`` is one string or one per item."""
+        """Score ``responses[i]`` given ``prompts[i]``; ``system`` is one string or one per item.
+
+        Text the tokenizer maps to its unknown token is scored as that token: a warning
+        names the characters (once per distinct message)."""
+        for name, value in (("prompts", prompts), ("responses", responses)):
+            if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__len__"):
+                raise ValueError(f"{name} must be a list (one per item), got a "
+                                 f"{type(value).__name__}; score(prompt, response) scores one")
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
         systems = system if isinstance(system, (list, tuple)) else [system] * len(prompts)
@@ -156,11 +164,34 @@ class EndogenousReward:
             except ValueError as err:
                 raise ValueError(f"item {i}: {err}") from None
             p_ids.append(prompt_ids(self.tokenizer, p, system=s))
+        unk = self.tokenizer.unk_token_id
+        if unk is not None and any(unk in ids for ids in p_ids + r_ids):
+            texts = [m["content"] for p, s in zip(prompts, systems) for m in as_messages(p, s)]
+            unknown = sorted({c for text in texts + list(responses) for c in str(text)
+                              if unk in self.tokenizer(c, add_special_tokens=False)["input_ids"]})
+            warnings.warn(f"the tokenizer maps {''.join(unknown)!r} to {self.tokenizer.unk_token}: "
+                          "they are scored as that one token, not as themselves", stacklevel=2)
         return self.score_ids(p_ids, r_ids, progress=progress)
 
     @torch.no_grad()
     def score_ids(self, prompt_ids_list, response_ids_list, progress: bool = True) -> list[RewardResult]:
         """Score token ids directly. A response is ``ended`` when its last id is eos."""
+        for name, value in (("prompt_ids_list", prompt_ids_list),
+                            ("response_ids_list", response_ids_list)):
+            if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
+                raise ValueError(f"{name} must be a list of token-id lists, got a "
+                                 f"{type(value).__name__}")
+        if len(prompt_ids_list) != len(response_ids_list):
+            raise ValueError(f"{len(prompt_ids_list)} prompts but {len(response_ids_list)} "
+                             "responses")
+        vocab = min(self.model.get_input_embeddings().num_embeddings,
+                    self.model.get_output_embeddings().weight.shape[0])
+        for i, (p, r) in enumerate(zip(prompt_ids_list, response_ids_list)):
+            for part, ids in (("prompt", p), ("response", r)):
+                bad = [t for t in ids if not isinstance(t, numbers.Integral) or not 0 <= t < vocab]
+                if bad:
+                    raise ValueError(f"item {i}: {part} token id {bad[0]!r} is not in the model's "
+                                     f"vocabulary (ids 0 … {vocab - 1})")
         lengths = [len(p) + len(r) for p, r in zip(prompt_ids_list, response_ids_list)]
         for i, (p, r) in enumerate(zip(prompt_ids_list, response_ids_list)):
             if not p or not r:
