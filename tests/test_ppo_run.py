@@ -51,20 +51,27 @@ def weights(model):
     return torch.cat([p.detach().flatten() for p in model.parameters()])
 
 
-@pytest.fixture
-def sigterm_guard():
-    """SIGTERM raises here instead of killing pytest (what code that ignores it would do)."""
-    def handler(signum, frame):
-        raise RuntimeError("SIGTERM reached the default handler: train did not catch it")
-    previous = signal.signal(signal.SIGTERM, handler)
+class SignalNotHandled(Exception):
+    pass
+
+
+def unhandled(signum, frame):
+    raise SignalNotHandled(f"{signal.Signals(signum).name} reached the test's own handler")
+
+
+@pytest.fixture(autouse=True)
+def signal_guard():
+    """Outside train, SIGINT/SIGTERM raise SignalNotHandled: code that does not catch them
+    fails the test instead of stopping pytest (SIGINT) or killing it (SIGTERM)."""
+    previous = {s: signal.signal(s, unhandled) for s in (signal.SIGINT, signal.SIGTERM)}
     yield
-    signal.signal(signal.SIGTERM, previous)
+    for s, handler in previous.items():
+        signal.signal(s, handler)
 
 
 # ---------------------------------------------------------------- signals save
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_finishes_the_update_saves_and_resumes_exactly(signum, tmp_path, tok,
-                                                                sigterm_guard):
+def test_a_signal_finishes_the_update_saves_and_resumes_exactly(signum, tmp_path, tok):
     straight = ppo.train(make_gpt2(tok, seed=3), tok, PROMPTS, small_config(),
                          is_correct=Verifier())
     cfg = small_config(checkpoint_dir=str(tmp_path), checkpoint_every=100)  # no scheduled save
@@ -73,7 +80,7 @@ def test_a_signal_finishes_the_update_saves_and_resumes_exactly(signum, tmp_path
         ppo.train(make_gpt2(tok, seed=3), tok, PROMPTS, cfg, is_correct=stopper)
     assert stopper.calls == 2 * B                    # update 2 was finished, not cut
     assert torch.load(tmp_path / "ppo.pt")["step"] == 2 and len(log_rows(tmp_path)) == 2
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    assert signal.getsignal(signal.SIGINT) is signal.getsignal(signal.SIGTERM) is unhandled
     resumed = ppo.train(make_gpt2(tok, seed=3), tok, PROMPTS, cfg, is_correct=Verifier(),
                         resume=True)
     for key in ("reward", "kl", "policy_loss", "value_loss"):
