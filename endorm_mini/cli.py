@@ -1,24 +1,31 @@
 """The ``endorm-mini`` command.
 
-Each subcommand lives beside the code it runs: a module in ``COMMAND_MODULES`` defines
-``register_cli(subparsers)``, which adds its parser(s) and sets ``func`` to a callable
-taking the parsed ``argparse.Namespace`` and returning an exit code.
+Each module in ``COMMAND_MODULES`` defines ``register_cli(subparsers)``, which adds its
+parser(s) and sets ``func`` to a callable taking the parsed ``argparse.Namespace`` and
+returning an exit code. A command lives beside the code it runs when that module is a high
+layer already (``zoo``, ``bench``, ``grading``); the commands of the low layers (``reward``,
+``ppo``) live in ``score_cli`` and ``ppo_cli``, so imports only go down: a command module
+imports what it runs, never ``cli``, and ``reward`` never imports ``zoo``.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
-import math
 import sys
 
+from .argtypes import positive_float  # noqa: F401  (the place it was; commands use argtypes)
+
 COMMAND_MODULES = [
-    "endorm_mini.tour",      # tour
-    "endorm_mini.reward",    # score
-    "endorm_mini.zoo",       # zoo list / zoo retrain
-    "endorm_mini.bench",     # rmbench, diagonal
-    "endorm_mini.ppo",       # ppo
-    "endorm_mini.grading",   # grade, build-lessons
+    "endorm_mini.tour",       # tour
+    "endorm_mini.score_cli",  # score
+    "endorm_mini.zoo",        # zoo list / zoo retrain
+    "endorm_mini.bench",      # rmbench, diagonal
+    "endorm_mini.ppo_cli",    # ppo
+    "endorm_mini.grading",    # grade
+    "endorm_mini.notebooks",  # build-lessons, start
 ]
+# A command whose module needs an optional package is left out when that package is absent.
+OPTIONAL = {"endorm_mini.notebooks": "nbformat"}  # Jupyter's notebook format
 
 
 class Parser(argparse.ArgumentParser):
@@ -31,17 +38,6 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def positive_float(text: str) -> float:
-    """argparse type of ``--alpha``: a finite number > 0; ``nan``, ``inf``, 0 and below are refused."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="endorm-mini",
@@ -52,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as err:
-            if err.name == name:  # that part of the kit is not built yet
+            if err.name in (name, OPTIONAL.get(name)):  # not built yet, or an extra is missing
                 continue
             raise
         if hasattr(module, "register_cli"):

@@ -418,8 +418,3 @@ def register_cli(sub) -> None:
     p.add_argument("notebooks", nargs="+", help="learner notebooks (lessons/NN_*.ipynb)")
     p.add_argument("--timeout", type=float, default=300, help="seconds allowed per cell")
     p.set_defaults(func=_grade_command)
-    try:  # build-lessons lives with the notebook plumbing, which needs nbformat (Jupyter)
-        from . import notebooks
-    except ModuleNotFoundError:
-        return
-    notebooks.register_cli(sub)

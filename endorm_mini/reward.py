@@ -16,15 +16,15 @@ with ``V = 0``, so ``total = α Σ log π̂ + V(s_1)`` (telescoping). A response
 """
 from __future__ import annotations
 
-import argparse
 import math
+import numbers
 import warnings
 from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
 
-from .chat import context_length, ensure_pad_token, prompt_ids, response_ids
+from .chat import as_messages, context_length, ensure_pad_token, prompt_ids, response_ids
 from .device import resolve_device, resolve_dtype
 
 
@@ -144,7 +144,14 @@ class EndogenousReward:
         return self.score_batch([prompt], [response], system=system, progress=False)[0]
 
     def score_batch(self, prompts, responses, system=None, progress: bool = True) -> list[RewardResult]:
-        """Score ``responses[i]`` given ``prompts[i]``; ``system`` is one string or one per item."""
+        """Score ``responses[i]`` given ``prompts[i]``; ``system`` is one string or one per item.
+
+        Text the tokenizer maps to its unknown token is scored as that token: a warning
+        names the characters (once per distinct message)."""
+        for name, value in (("prompts", prompts), ("responses", responses)):
+            if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__len__"):
+                raise ValueError(f"{name} must be a list (one per item), got a "
+                                 f"{type(value).__name__}; score(prompt, response) scores one")
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
         systems = system if isinstance(system, (list, tuple)) else [system] * len(prompts)
@@ -157,11 +164,34 @@ class EndogenousReward:
             except ValueError as err:
                 raise ValueError(f"item {i}: {err}") from None
             p_ids.append(prompt_ids(self.tokenizer, p, system=s))
+        unk = self.tokenizer.unk_token_id
+        if unk is not None and any(unk in ids for ids in p_ids + r_ids):
+            texts = [m["content"] for p, s in zip(prompts, systems) for m in as_messages(p, s)]
+            unknown = sorted({c for text in texts + list(responses) for c in str(text)
+                              if unk in self.tokenizer(c, add_special_tokens=False)["input_ids"]})
+            warnings.warn(f"the tokenizer maps {''.join(unknown)!r} to {self.tokenizer.unk_token}: "
+                          "they are scored as that one token, not as themselves", stacklevel=2)
         return self.score_ids(p_ids, r_ids, progress=progress)
 
     @torch.no_grad()
     def score_ids(self, prompt_ids_list, response_ids_list, progress: bool = True) -> list[RewardResult]:
         """Score token ids directly. A response is ``ended`` when its last id is eos."""
+        for name, value in (("prompt_ids_list", prompt_ids_list),
+                            ("response_ids_list", response_ids_list)):
+            if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
+                raise ValueError(f"{name} must be a list of token-id lists, got a "
+                                 f"{type(value).__name__}")
+        if len(prompt_ids_list) != len(response_ids_list):
+            raise ValueError(f"{len(prompt_ids_list)} prompts but {len(response_ids_list)} "
+                             "responses")
+        vocab = min(self.model.get_input_embeddings().num_embeddings,
+                    self.model.get_output_embeddings().weight.shape[0])
+        for i, (p, r) in enumerate(zip(prompt_ids_list, response_ids_list)):
+            for part, ids in (("prompt", p), ("response", r)):
+                bad = [t for t in ids if not isinstance(t, numbers.Integral) or not 0 <= t < vocab]
+                if bad:
+                    raise ValueError(f"item {i}: {part} token id {bad[0]!r} is not in the model's "
+                                     f"vocabulary (ids 0 … {vocab - 1})")
         lengths = [len(p) + len(r) for p, r in zip(prompt_ids_list, response_ids_list)]
         for i, (p, r) in enumerate(zip(prompt_ids_list, response_ids_list)):
             if not p or not r:
@@ -256,60 +286,3 @@ class EndogenousReward:
                 logprobs=logprobs, values=values[:-1], final_value=float(values[-1]),
                 rewards=rewards, total=float(rewards.sum()), ended=ended, alpha=self.alpha))
         return out
-
-
-# ---------------------------------------------------------------- CLI: endorm-mini score
-def _score_command(args: argparse.Namespace) -> int:
-    from .zoo import load
-
-    model, tokenizer = load(args.model, device=args.device, dtype=args.dtype)
-    er = EndogenousReward(model, tokenizer, alpha=args.alpha, device=args.device)
-    results = er.score_batch([args.prompt] * len(args.response), args.response, system=args.system,
-                             progress=False)
-    print(f"model {args.model}, α = {args.alpha}, prompt {args.prompt!r}")
-    if len(results) == 1 or args.table:
-        for response, result in zip(args.response, results):
-            if len(results) > 1:
-                print(f"\nresponse {response!r}:")
-            print(result.table())
-    if len(results) > 1:
-        print(("\n" if args.table else "") + _compare(args.response, results))
-    if not all(math.isfinite(r.total) for r in results):
-        warnings.warn("a total is not finite")
-    return 0
-
-
-def _compare(responses: list[str], results: list[RewardResult]) -> str:
-    """Each response's total and ``α·Σ log π̂``, and the one the reward prefers."""
-    lines = ["  total Σ r̂   α·Σ log π̂  tokens  response"]   # r̂, π̂: two code points, one column
-    for response, r in zip(responses, results):
-        lines.append(f"{r.total:>11.4f} {r.alpha * float(r.logprobs.sum()):>11.4f} {len(r.tokens):>7}  {response!r}")
-    totals = [r.total for r in results]
-    best = max(range(len(totals)), key=totals.__getitem__)
-    runner_up = max(t for k, t in enumerate(totals) if k != best)
-    if totals[best] == runner_up:
-        lines.append("the reward ties: no response is preferred")
-    else:
-        lines.append(f"the endogenous reward prefers {responses[best]!r} (+{totals[best] - runner_up:.4f}); "
-                     "V(s_1) is shared, so α·Σ log π̂ decides")
-    return "\n".join(lines)
-
-
-def register_cli(sub) -> None:
-    from .cli import positive_float
-
-    p = sub.add_parser("score", help="per-token endogenous rewards of a response, or which of several it prefers",
-                       description="One --response: print its per-token endogenous reward table (eq. 12) "
-                                   "and total. Several (--response A --response B ...): print each total "
-                                   "and the response the reward prefers.")
-    p.add_argument("--model", default="tiny-domains", help="zoo name, local path or hub name")
-    p.add_argument("--prompt", required=True)
-    p.add_argument("--response", required=True, action="append",
-                   help="a response to score; repeat to compare several (e.g. a right and a wrong answer)")
-    p.add_argument("--table", action="store_true", help="with several responses, print each per-token table too")
-    p.add_argument("--system", default=None, help="optional system prompt")
-    p.add_argument("--alpha", type=positive_float, default=1.0,
-                   help="soft-Q temperature α > 0 (1 = the model's policy)")
-    p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, mps")
-    p.add_argument("--dtype", default=None, help="fp32, bf16 or fp16 (default: the model's own)")
-    p.set_defaults(func=_score_command)

@@ -127,12 +127,13 @@ def score_walks(model, walks, alpha: float = 1.0) -> torch.Tensor:
 
 
 def pairwise_accuracy(good: torch.Tensor, bad: torch.Tensor) -> float:
-    """Share of pairs scored ``good > bad``; a tie counts one half."""
+    """Share of pairs scored ``good > bad``; a tie counts as wrong, as in RM-Bench and every
+    other accuracy of the kit (``bench.rmbench``, ``bench.methods.pairwise_accuracy``)."""
     good, bad = torch.as_tensor(good, dtype=torch.float64), torch.as_tensor(bad, dtype=torch.float64)
     if good.shape != bad.shape or good.numel() == 0:
         raise ValueError(f"good and bad must be non-empty and the same shape, got {list(good.shape)}, "
                          f"{list(bad.shape)}")
-    return float(((good > bad).double() + 0.5 * (good == bad).double()).mean())
+    return float((good > bad).double().mean())
 
 
 def walk_pairs(n: int = 200, seed: int = 0, size: int = GRID_SIZE, goal: int = GOAL) -> dict[str, list]:

@@ -53,7 +53,8 @@ def test_limit_then_resume_without_rescoring(bench_file, tmp_path, tiny_loader, 
     assert main(args + ["--limit", "4"]) == 0
     first = read_jsonl(out / "rewards.jsonl")
     assert [r["id"] for r in first] == ["chat-0", "chat-1", "chat-2", "math-0"]
-    assert json.loads((out / "summary.json").read_text())["n_items"] == 4
+    assert json.loads((out / "summary-limit-4.json").read_text())["n_items"] == 4
+    assert not (out / "summary.json").exists()   # summary.json is the table of every item
     # Plant a marker in a finished line: a rescored item would lose it.
     first[0]["chosen"] = [1e6, 1e6, 1e6]
     (out / "rewards.jsonl").write_text("".join(json.dumps(r) + "\n" for r in first))
@@ -173,3 +174,123 @@ def test_tiny_domains_beats_a_coin_on_the_mini_bench(tmp_path, capsys):
                  "--out", str(out), "--no-progress", "--device", "cpu"]) == 0
     scores = json.loads((out / "summary.json").read_text())["scores"]
     assert scores["overall"]["normal"] >= 0.8 and scores["overall"]["n"] == 16
+
+
+# ---------------------------------------------------------------- nothing lost, nothing silently wrong
+def score_by_length(prompt, responses, system=None):
+    return [float(len(r)) for r in responses]
+
+
+def test_a_malformed_line_in_the_middle_keeps_every_valid_line(tmp_path):
+    """One bad line used to make every line after it be discarded and rescored."""
+    items = [rmbench.validate_item(make_item(k, "chat"), "test") for k in range(6)]
+    out = tmp_path / "run"
+    run_rmbench(items, score_by_length, out, meta={"method": "len"}, progress=False)
+    marked = read_jsonl(out / "rewards.jsonl")
+    for record in marked:
+        record["chosen"] = [1e6, 1e6, 1e6]                 # a rescored item would lose the marker
+    good = [json.dumps(r) + "\n" for r in marked]
+    bad = ['{"id": "chat-1", "domain": "ch\n',              # torn, then written after
+           '{"id": "chat-2", "domain": "chat", "chosen": [1], "rejected": []}\n']   # incomplete
+    (out / "rewards.jsonl").write_text(good[0] + bad[0] + good[2] + bad[1] + "".join(good[3:]))
+    calls = []
+
+    def method(prompt, responses, system=None):
+        calls.append(prompt)
+        return score_by_length(prompt, responses)
+
+    with pytest.warns(UserWarning, match=r"2 malformed line\(s\) \(line 2, 4\).*rewards.malformed"):
+        table = run_rmbench(items, method, out, meta={"method": "len"}, progress=False)
+    assert calls == ["Say 1."]                              # only the item with no valid line
+    records = read_jsonl(out / "rewards.jsonl")
+    assert [r["id"] for r in records] == ["chat-0", "chat-2", "chat-3", "chat-4", "chat-5", "chat-1"]
+    assert all(r["chosen"] == [1e6] * 3 for r in records[:5]) and table["chat"]["n"] == 6
+    assert (out / "rewards.malformed.jsonl").read_text() == "".join(bad)
+
+
+def test_set_aside_lines_are_rescored_and_the_rest_kept(tmp_path, capsys):
+    items = [make_item(k, "chat") for k in range(6)]
+    data = tmp_path / "total_dataset.json"
+    data.write_text(json.dumps(items))
+    out = tmp_path / "run"
+    args = ["rmbench", "--method", "random", "--data", str(data), "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    lines = (out / "rewards.jsonl").read_text().splitlines(keepends=True)
+    marked = [json.loads(line) for line in lines]
+    for record in marked:
+        record["chosen"] = [1e6, 1e6, 1e6]                 # a rescored item would lose the marker
+    text = "".join(json.dumps(r) + "\n" for r in marked)
+    broken = text.replace(json.dumps(marked[2]), '{"id": "chat-2", "domain": "chat", "chos')
+    (out / "rewards.jsonl").write_text(broken)
+    capsys.readouterr()
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "set aside:" in printed and "1 malformed line(s) (line 3)" in printed
+    records = read_jsonl(out / "rewards.jsonl")
+    assert [r["id"] for r in records] == ["chat-0", "chat-1", "chat-3", "chat-4", "chat-5", "chat-2"]
+    assert all(r["chosen"] == [1e6] * 3 for r in records[:5]) and records[5]["chosen"] != [1e6] * 3
+    assert (out / "rewards.malformed.jsonl").read_text().startswith('{"id": "chat-2", "domain": "chat", "chos')
+
+
+@pytest.mark.parametrize("limit", ["-5", "0", "2.5"])
+def test_a_limit_below_one_is_refused(limit, bench_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["rmbench", "--method", "random", "--data", str(bench_file), "--out", str(out)]
+    with pytest.raises(SystemExit) as exit_:
+        main(args + ["--limit", limit])
+    assert exit_.value.code == 2 and "--limit" in capsys.readouterr().err
+    assert not out.exists()
+    with pytest.raises(ValueError, match="limit must be a whole number ≥ 1, got -5"):
+        run_rmbench([], score_by_length, out, limit=-5)
+
+
+def test_a_limited_run_leaves_the_full_summary_alone(bench_file, tmp_path):
+    out = tmp_path / "run"
+    args = ["rmbench", "--method", "random", "--data", str(bench_file), "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    full = (out / "summary.json").read_text()
+    assert main(args + ["--limit", "5"]) == 0
+    assert (out / "summary.json").read_text() == full and json.loads(full)["n_items"] == 9
+    assert json.loads((out / "summary-limit-5.json").read_text())["n_items"] == 5
+    assert main(args + ["--limit-per-domain", "1"]) == 0
+    assert (out / "summary.json").read_text() == full
+    assert json.loads((out / "summary-limit-per-domain-1.json").read_text())["n_items"] == 3
+
+
+def test_limit_per_domain_covers_every_domain(bench_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["rmbench", "--method", "random", "--data", str(bench_file), "--out", str(out), "--no-progress"]
+    assert main(args + ["--limit-per-domain", "2"]) == 0
+    records = read_jsonl(out / "rewards.jsonl")
+    assert [r["id"] for r in records] == ["chat-0", "chat-1", "math-0", "math-1", "safety-refuse-0",
+                                          "safety-refuse-1"]
+    summary = json.loads((out / "summary-limit-per-domain-2.json").read_text())
+    assert {d: summary["scores"][d]["n"] for d in ("chat", "math", "safety")} == {"chat": 2, "math": 2, "safety": 2}
+    assert "summary-limit-per-domain-2.json" in capsys.readouterr().out
+    with pytest.raises(SystemExit):                                     # one or the other
+        main(args + ["--limit", "2", "--limit-per-domain", "2"])
+    with pytest.raises(ValueError, match="not both"):
+        run_rmbench([], score_by_length, out, limit=2, limit_per_domain=2)
+
+
+def test_an_empty_data_file_is_named(tmp_path, capsys):
+    empty = tmp_path / "chat_filtered.json"
+    empty.write_text("[]")
+    out = tmp_path / "run"
+    args = ["rmbench", "--method", "random", "--data", str(empty), "--out", str(out), "--no-progress"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert str(empty) in err and "no items" in err and len(err.splitlines()) == 1
+    assert main(args + ["--skip-invalid"]) == 2
+    assert str(empty) in capsys.readouterr().err
+
+
+def test_an_item_whose_domain_disagrees_with_its_file_stops_or_is_skipped(tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "chat_filtered.json").write_text(json.dumps([make_item(0, "chat"), make_item(1, "math")]))
+    args = ["rmbench", "--method", "random", "--data", str(data), "--out", str(tmp_path / "r"), "--no-progress"]
+    assert main(args) == 2
+    assert "'domain' is 'math' but the file name says 'chat'" in capsys.readouterr().err
+    assert main(args + ["--skip-invalid"]) == 0
+    assert [r["id"] for r in read_jsonl(tmp_path / "r" / "rewards.jsonl")] == ["chat-0"]

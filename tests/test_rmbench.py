@@ -103,9 +103,10 @@ def write_json(path, items):
 def test_load_per_domain_files_domain_from_file_name(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
-    write_json(data / "chat_filtered.json", [make_item(1, domain="ignored"), make_item(2)])
+    write_json(data / "chat_filtered.json", [make_item(1), {**make_item(2), "domain": "chat"}])
     write_json(data / "safety-refuse_filtered.json", [{k: v for k, v in make_item(3).items() if k != "domain"}])
-    write_json(data / "safety-response_filtered.json", [make_item(3)])  # same id, other subset: allowed
+    # Same id, other subset: allowed; "safety" agrees with the file's safety-response.
+    write_json(data / "safety-response_filtered.json", [make_item(3, domain="safety")])
     write_json(data / "total_dataset.json", [make_item(9)])             # ignored beside per-domain files
     items = rmbench.load(data)
     assert [(it["id"], it["domain"], it["subset"]) for it in items] == [
@@ -151,6 +152,30 @@ def test_missing_field_and_malformed_jsonl_line(tmp_path):
     assert len(problems) == 2 and "line 3: malformed JSON" in problems[1]
     with pytest.warns(UserWarning, match="skipped"):
         assert [it["id"] for it in rmbench.load(lines, skip_invalid=True)] == [4]
+
+
+def test_an_item_whose_domain_disagrees_with_its_file_is_refused(tmp_path):
+    """It used to be scored under the file's domain, silently."""
+    data = tmp_path / "data"
+    data.mkdir()
+    write_json(data / "chat_filtered.json", [make_item(1), make_item(2, domain="math")])
+    with pytest.raises(ValueError) as err:
+        rmbench.load(data)
+    text = str(err.value)
+    assert "chat_filtered.json, index 1 (id 2)" in text and "'math'" in text and "'chat'" in text
+    with pytest.warns(UserWarning, match="'domain' is 'math'"):
+        assert [it["id"] for it in rmbench.load(data, skip_invalid=True)] == [1]
+
+
+@pytest.mark.parametrize("text", ["[]", "", "\n\n"])
+def test_an_empty_file_is_named(tmp_path, text):
+    path = tmp_path / "chat_filtered.json"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=f"{path}: no items"):
+        rmbench.load(path)
+    combined = write_json(tmp_path / "total_dataset.json", [make_item(1)])
+    items, problems = rmbench.read_items([combined, path])
+    assert len(items) == 1 and problems == [f"{path}: no items (an empty file or an empty JSON array)"]
 
 
 def test_duplicate_ids_and_missing_paths(tmp_path):

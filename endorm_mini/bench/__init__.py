@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import warnings
 from pathlib import Path
 
-from ..cli import positive_float
+from ..argtypes import positive_float, positive_int
 from . import rmbench
 from .methods import METHODS
 
@@ -35,6 +36,9 @@ def _rmbench_items(args) -> tuple[list[dict], list[str], str]:
         items = [rmbench.validate_item(it, f"mini-bench, index {k}") for k, it in enumerate(raw)]
         return items, [], f"mini(n={args.mini_n}, seed={args.seed})"
     items, problems = rmbench.read_items(args.data)
+    if not items:  # an empty file, or nothing valid in it: name the file
+        reason = f": {problems[0]}" if problems else ""
+        raise ValueError(f"no valid items in {args.data}{reason}")
     if problems and not args.skip_invalid:
         more = f" (and {len(problems) - 1} more; --skip-invalid scores the rest)" if len(problems) > 1 else \
             " (--skip-invalid scores the rest)"
@@ -44,9 +48,10 @@ def _rmbench_items(args) -> tuple[list[dict], list[str], str]:
 
 def _rmbench_command(args: argparse.Namespace) -> int:
     from .methods import make_method
-    from .runner import run_rmbench
+    from .runner import SetAside, run_rmbench, select, summary_path
 
     items, problems, data = _rmbench_items(args)
+    selected = select(items, args.limit, args.limit_per_domain)  # bad limits fail before loading
     for problem in problems:
         print(f"skipped: {problem}")
     model = tokenizer = reference = None
@@ -62,17 +67,27 @@ def _rmbench_command(args: argparse.Namespace) -> int:
             "alpha": args.alpha, "gamma": args.gamma if args.method == "discounted" else None,
             "beta": args.beta if args.method == "dpo" else None, "ref_model": args.ref_model,
             "dtype": args.dtype, "seed": args.seed if args.method == "random" else None}
-    table = run_rmbench(items, method, args.out, meta=meta, limit=args.limit, system=args.system,
-                        skipped=problems, skip_errors=args.skip_invalid, progress=not args.no_progress)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SetAside)
+        table = run_rmbench(items, method, args.out, meta=meta, limit=args.limit,
+                            limit_per_domain=args.limit_per_domain, system=args.system,
+                            skipped=problems, skip_errors=args.skip_invalid,
+                            progress=not args.no_progress)
+    for w in caught:  # the set-aside lines as a line of output; other warnings as they were
+        if issubclass(w.category, SetAside):
+            print(f"set aside: {w.message}")
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     print(f"RM-Bench accuracy (%) of {args.method} rewards from {meta['model'] or 'a seeded coin'}, "
           f"{table['overall']['n']} items:")
     print(rmbench.format_table(table))
-    skipped = json.loads((Path(args.out) / "summary.json").read_text())["skipped"]
+    summary = summary_path(args.out, len(items), len(selected), args.limit, args.limit_per_domain)
+    skipped = json.loads(summary.read_text())["skipped"]
     for problem in skipped[len(problems):]:
         print(f"skipped: {problem}")
     if skipped:
         print(f"{len(skipped)} item(s) skipped (listed above and in summary.json)")
-    print(f"rewards: {Path(args.out) / 'rewards.jsonl'}  table: {Path(args.out) / 'summary.json'}")
+    print(f"rewards: {Path(args.out) / 'rewards.jsonl'}  table: {summary}")
     return 0
 
 
@@ -127,7 +142,13 @@ def register_cli(sub) -> None:
                                                   "file, or the benchmark's data/ folder")
     p.add_argument("--method", default="endogenous", choices=METHODS)
     p.add_argument("--out", required=True, help="output folder (rewards.jsonl, summary.json, run.json)")
-    p.add_argument("--limit", type=int, default=None, help="score only the first N items (a quick look)")
+    limits = p.add_mutually_exclusive_group()
+    limits.add_argument("--limit", type=positive_int, default=None,
+                        help="score only the first N items (a quick look; its summary is "
+                             "summary-limit-N.json)")
+    limits.add_argument("--limit-per-domain", type=positive_int, default=None, metavar="N",
+                        help="score only the first N items of each domain (a quick look at all "
+                             "four; summary-limit-per-domain-N.json)")
     p.add_argument("--skip-invalid", action="store_true",
                    help="skip malformed items (and items the model cannot score, e.g. too long) instead of stopping")
     p.add_argument("--system", default=None, help="a system prompt for every item (promptable rewards)")

@@ -10,7 +10,8 @@ The repository's ``data/`` folder holds ``total_dataset.json`` (every item, with
 ``domain`` field: chat, code, math, safety-refuse, safety-response) and one file per
 domain (``chat_filtered.json``, ``code_filtered.json``, ``math_filtered.json``,
 ``safety-refuse_filtered.json``, ``safety-response_filtered.json``), each a JSON array;
-in those the file name says the domain. The two safety files are one domain, ``safety``.
+in those the file name says the domain (an item's own ``domain``, if it has one, must agree:
+a conflict is refused). The two safety files are one domain, ``safety``.
 
 Scoring (DESIGN.md, matching ``compute_accuracy`` in RM-Bench's README): per item the
 3×3 matrix ``M[i][j] = reward(chosen[i]) > reward(rejected[j])`` (ties count as wrong);
@@ -79,6 +80,10 @@ def validate_item(raw, where: str, subset: str | None = None) -> dict:
     if len(raw["chosen"]) != N_STYLES:
         raise ValueError(f"{name}: expected {N_STYLES} responses per side ({', '.join(STYLES)}), "
                          f"got {len(raw['chosen'])}")
+    claimed = raw.get("domain")
+    if subset is not None and claimed is not None and domain_of(str(claimed)) != domain_of(subset):
+        raise ValueError(f"{name}: its 'domain' is {raw['domain']!r} but the file name says "
+                         f"{subset!r}; fix the item or move it to its domain's file")
     subset = subset or raw["domain"]
     if not isinstance(subset, str) or not subset:
         raise ValueError(f"{name}: 'domain' must be a non-empty string")
@@ -139,7 +144,10 @@ def read_items(path_or_files) -> tuple[list[dict], list[str]]:
     items, problems, seen = [], [], set()
     for path in _expand(path_or_files):
         subset = _file_subset(path)
-        for where, raw in _raw_records(path):
+        records = _raw_records(path)
+        if not records:
+            problems.append(f"{path}: no items (an empty file or an empty JSON array)")
+        for where, raw in records:
             try:
                 if isinstance(raw, Exception):
                     raise ValueError(f"{where}: {raw}")

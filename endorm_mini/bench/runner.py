@@ -8,40 +8,115 @@ at most the item being scored::
 
 ``DIR/run.json`` records what produced the rewards (model, method, data, settings); a
 second run into the same ``DIR`` with other settings is refused rather than mixed in. A
-rerun skips every item already in ``rewards.jsonl``, then writes ``DIR/summary.json``,
-the score table of ``rmbench.score`` over the selected items (recomputable from the
-jsonl: ``score(records, records)``).
+rerun skips every item already in ``rewards.jsonl``, then writes the score table of
+``rmbench.score`` over the selected items (recomputable from the jsonl:
+``score(records, records)``): ``DIR/summary.json`` when every item was selected, else
+``DIR/summary-limit-N.json`` or ``DIR/summary-limit-per-domain-N.json`` beside it.
+
+A torn last line of ``rewards.jsonl`` (a stop mid-write) is cut off; any other line that
+is not a complete record is moved to ``DIR/rewards.malformed.jsonl`` (a :class:`SetAside`
+warning says how many) and its item is scored again; every valid line is kept.
 """
 from __future__ import annotations
 
 import json
 import math
+import os
+import warnings
+from collections import Counter
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .rmbench import item_key, score
+from .rmbench import N_STYLES, item_key, score
+
+
+class SetAside(UserWarning):
+    """Malformed lines of a ``rewards.jsonl`` were moved aside (their items are scored again)."""
+
+
+def _is_record(record) -> bool:
+    """A complete line of ``rewards.jsonl``: id, domain and 3 + 3 finite rewards."""
+    if not isinstance(record, dict) or "id" not in record:
+        return False
+    if not isinstance(record.get("domain"), str):
+        return False
+    for side in ("chosen", "rejected"):
+        rewards = record.get(side)
+        if not isinstance(rewards, list) or len(rewards) != N_STYLES:
+            return False
+        numbers = all(isinstance(r, (int, float)) and not isinstance(r, bool) for r in rewards)
+        if not numbers or not all(math.isfinite(r) for r in rewards):
+            return False
+    return True
 
 
 def read_records(path: Path) -> list[dict]:
-    """The complete lines of a ``rewards.jsonl``; a torn last line (a crash mid-write) is cut off."""
+    """Every complete record of a ``rewards.jsonl``. A torn last line (a crash mid-write) is
+    cut off; other malformed lines are moved to ``rewards.malformed.jsonl`` with a warning."""
+    path = Path(path)
     if not path.exists():
         return []
-    raw = path.read_bytes()
-    records, good_bytes = [], 0
-    for line in raw.splitlines(keepends=True):
+    lines = path.read_bytes().splitlines(keepends=True)
+    torn = bool(lines) and not lines[-1].endswith(b"\n")
+    if torn:
+        lines = lines[:-1]  # only the last line can be torn: nothing after it was written
+    records, kept, bad = [], [], []
+    for number, line in enumerate(lines, start=1):
         try:
             record = json.loads(line)
-            if not line.endswith(b"\n"):
-                raise ValueError("unterminated line")
         except ValueError:
-            break  # only the last line can be torn: nothing after it was written
-        records.append(record)
-        good_bytes += len(line)
-    if good_bytes < len(raw):
-        with open(path, "r+b") as f:
-            f.truncate(good_bytes)
+            record = None
+        if _is_record(record):
+            records.append(record)
+            kept.append(line)
+        elif line.strip():
+            bad.append((number, line))
+    if bad:
+        aside = path.with_name(path.stem + ".malformed.jsonl")
+        with open(aside, "ab") as f:
+            f.writelines(line if line.endswith(b"\n") else line + b"\n" for _, line in bad)
+        numbers = ", ".join(str(n) for n, _ in bad[:10]) + (", ..." if len(bad) > 10 else "")
+        warnings.warn(f"{path}: {len(bad)} malformed line(s) (line {numbers}) moved to {aside}; "
+                      f"their items are scored again, the {len(records)} valid lines are kept",
+                      SetAside, stacklevel=2)
+    if bad or torn:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(b"".join(kept))
+        os.replace(tmp, path)  # atomic: a stop now keeps one version or the other
     return records
+
+
+def select(items: list[dict], limit: int | None = None,
+           limit_per_domain: int | None = None) -> list[dict]:
+    """The first ``limit`` items, or the first ``limit_per_domain`` of each domain (file order)."""
+    for name, value in (("limit", limit), ("limit_per_domain", limit_per_domain)):
+        whole = isinstance(value, int) and not isinstance(value, bool)
+        if value is not None and not (whole and value >= 1):
+            raise ValueError(f"{name} must be a whole number ≥ 1, got {value!r}")
+    if limit is not None and limit_per_domain is not None:
+        raise ValueError("give limit or limit_per_domain, not both")
+    if limit is not None:
+        return list(items)[:limit]
+    if limit_per_domain is None:
+        return list(items)
+    seen, selected = Counter(), []
+    for item in items:
+        seen[item["domain"]] += 1
+        if seen[item["domain"]] <= limit_per_domain:
+            selected.append(item)
+    return selected
+
+
+def summary_path(out_dir, n_items: int, n_selected: int, limit: int | None = None,
+                 limit_per_domain: int | None = None) -> Path:
+    """``summary.json`` for a run over every item; a limited run's summary goes beside it."""
+    out = Path(out_dir)
+    if n_selected == n_items:
+        return out / "summary.json"
+    if limit_per_domain is not None:
+        return out / f"summary-limit-per-domain-{limit_per_domain}.json"
+    return out / f"summary-limit-{limit}.json"
 
 
 def _check_meta(out: Path, meta: dict) -> None:
@@ -59,23 +134,27 @@ def _check_meta(out: Path, meta: dict) -> None:
 
 def run_rmbench(items, method, out_dir, meta: dict | None = None, limit: int | None = None,
                 system: str | None = None, skipped: list[str] | None = None,
-                skip_errors: bool = False, progress: bool = True) -> dict:
+                skip_errors: bool = False, progress: bool = True,
+                limit_per_domain: int | None = None) -> dict:
     """Score ``items`` (RM-Bench format) with ``method`` into ``out_dir``; return the score table.
 
     ``method(prompt, responses, system) -> list[float]`` gets an item's three chosen and
-    three rejected responses in one call. ``limit`` scores only the first ``limit`` items
-    (a quick look; a later run without it continues). ``skipped`` (invalid items left out
-    by the loader) is recorded in ``summary.json``; with ``skip_errors`` an item the method
-    refuses with a ``ValueError`` (longer than the model's context, say) is added to it and
-    left out of the table (a later run tries it again) instead of stopping the run.
+    three rejected responses in one call. ``limit`` scores only the first ``limit`` items,
+    ``limit_per_domain`` the first of each domain (a quick look; a later run without it
+    continues; its summary goes beside ``summary.json``, see :func:`summary_path`).
+    ``skipped`` (invalid items left out by the loader) is recorded in the summary; with
+    ``skip_errors`` an item the method refuses with a ``ValueError`` (longer than the
+    model's context, say) is added to it and left out of the table (a later run tries it
+    again) instead of stopping the run.
     """
+    items = list(items)
+    selected = select(items, limit, limit_per_domain)
+    if not selected:
+        raise ValueError("no items to score")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     meta = dict(meta or {}, system=system)
     _check_meta(out, meta)
-    selected = list(items)[:limit] if limit is not None else list(items)
-    if not selected:
-        raise ValueError("no items to score")
     jsonl = out / "rewards.jsonl"
     done = {item_key(r): r for r in read_records(jsonl)}
     todo = [item for item in selected if item_key(item) not in done]
@@ -103,5 +182,6 @@ def run_rmbench(items, method, out_dir, meta: dict | None = None, limit: int | N
     records = [done[item_key(item)] for item in selected if item_key(item) not in refused]
     table = score(records, records)
     summary = {"scores": table, "run": meta, "n_items": len(records), "skipped": skipped}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    path = summary_path(out, len(items), len(selected), limit, limit_per_domain)
+    path.write_text(json.dumps(summary, indent=2) + "\n")
     return table

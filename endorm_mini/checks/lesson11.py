@@ -101,16 +101,21 @@ def sequence_returns_cases(rng: torch.Generator):
 def _pairwise(good, bad, how):
     good, bad = torch.as_tensor(good, dtype=torch.float64), torch.as_tensor(bad, dtype=torch.float64)
     wins = (good >= bad) if how == ">=" else (good > bad)
+    if how == "half":
+        return float((wins.double() + 0.5 * (good == bad).double()).mean())
     return float(wins.double().sum()) if how == "count" else float(wins.double().mean())
 
 
 @exercise(
     "11.3", "pairwise_accuracy", reference=walks.pairwise_accuracy,
-    equation="the share of pairs (good, bad) a reward orders correctly, r(good) > r(bad); a tie is a coin flip",
-    hint="mean of (good > bad) + ½·(good == bad), as a Python float; inputs may be lists or tensors",
+    equation="the share of pairs (good, bad) a reward orders correctly, r(good) > r(bad); a tie is "
+             "wrong, as in RM-Bench's 3×3 matrix",
+    hint="mean of (good > bad), as a Python float; inputs may be lists or tensors",
     mistakes={
-        "a tie counted as wrong (it is a coin flip: ½)": lambda good, bad: _pairwise(good, bad, ">"),
-        "a tie counted as right (it is a coin flip: ½)": lambda good, bad: _pairwise(good, bad, ">="),
+        "a tie counted as ½ (a tie is wrong here, as in RM-Bench and every accuracy of the kit)":
+            lambda good, bad: _pairwise(good, bad, "half"),
+        "a tie counted as right (a reward that cannot tell them apart has not ordered them)":
+            lambda good, bad: _pairwise(good, bad, ">="),
         "a count of wins, not a share": lambda good, bad: _pairwise(good, bad, "count"),
     },
 )
