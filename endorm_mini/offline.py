@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 
 QWEN_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
@@ -221,3 +222,22 @@ def write_data(folder, per_domain: int = 4, n_train: int = 64, n_test: int = 16,
         (folder / "gsm8k" / f"{split}.jsonl").write_text(
             "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
     return folder
+
+
+# ---------------------------------------------------------------- the notebooks to rehearse
+def gpu_branch_notebooks(solutions) -> list[Path]:
+    """The masters in ``solutions`` whose GPU branch runs a hub model: the setup cell's
+    ``gpu_model`` is not a zoo name, and a later code cell uses ``MODEL`` or ``SETUP`` (a
+    GPU section, or the model throughout). What ``tests/test_gpu_branch.py`` rehearses."""
+    import nbformat
+
+    from .grading import GPU_MODEL
+
+    found = []
+    for path in sorted(Path(solutions).glob("[0-9][0-9]_*.ipynb")):
+        code = [c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+        named = re.search(r"gpu_model='([^']*)'", code[0]) if code else None
+        if code and not (named.group(1) if named else GPU_MODEL).startswith("tiny-") and \
+                any(re.search(r"\b(MODEL|SETUP)\b", c) for c in code[1:]):
+            found.append(path)
+    return found

@@ -170,12 +170,16 @@ def check_reward(score, B: int, T: int, mask: torch.Tensor) -> torch.Tensor:
 def score_rollout(rollout: Rollout, ref_model, cfg: PPOConfig, reward_fn=None, is_correct=None) -> dict:
     """Score [B, T], reference log-probs and the critic's baseline, from one reference forward."""
     mask, actions, (B, T) = rollout.mask, rollout.actions, rollout.mask.shape
-    chunks = zip(rollout.input_ids.split(cfg.minibatch_size), rollout.attention_mask.split(cfg.minibatch_size))
-    logits = torch.cat([response_forward(ref_model, ids, am, T)[0].float() for ids, am in chunks])  # B, T+1, V
-    # The episode ends at eos or at the horizon: V = 0 after every row's last token.
-    lp_alpha, soft_values, r_hat = endogenous_rewards(logits, actions, cfg.alpha, torch.ones_like(rollout.ended), mask)
-    ref_logprobs = lp_alpha if cfg.alpha == cfg.temperature else action_logprobs(logits[:, :-1] / cfg.temperature,
-                                                                                actions) * mask
+    parts = []
+    for rows in torch.arange(B, device=mask.device).split(cfg.minibatch_size):  # never all B × (T+1) × V logits
+        logits = response_forward(ref_model, rollout.input_ids[rows], rollout.attention_mask[rows], T)[0].float()
+        # The episode ends at eos or at the horizon: V = 0 after every row's last token.
+        lp, values, r = endogenous_rewards(logits, actions[rows], cfg.alpha, torch.ones_like(rows, dtype=torch.bool),
+                                           mask[rows])
+        ref_lp = lp if cfg.alpha == cfg.temperature else \
+            action_logprobs(logits[:, :-1] / cfg.temperature, actions[rows]) * mask[rows]
+        parts.append((lp, values, r, ref_lp))
+    lp_alpha, soft_values, r_hat, ref_logprobs = (torch.cat(x) for x in zip(*parts))
     verdicts = None if is_correct is None else torch.tensor(
         [float(bool(is_correct(p, r))) for p, r in zip(rollout.prompts, rollout.responses)])
     if cfg.reward in ("verifier", "hybrid") and verdicts is None:
