@@ -2,8 +2,8 @@
 
 On a GPU the notebooks load ``Qwen/Qwen2.5-0.5B-Instruct`` and the real RM-Bench and GSM8K
 from the Hugging Face hub. ``grading.setup_notebook`` reads environment variables that
-replace all three (``ENDORM_MINI_MODEL``, ``ENDORM_MINI_DATA``) and that force the GPU
-branch on a CPU (``ENDORM_MINI_BRANCH=gpu``); this module makes what they point to:
+replace the model and the data (``ENDORM_MINI_MODEL``, ``ENDORM_MINI_DATA``) and that force
+the GPU branch on a CPU (``ENDORM_MINI_BRANCH=gpu``); this module makes what they point to:
 
 - :func:`random_qwen2` saves a Qwen2-architecture causal LM with **random** weights, a
   byte-level BPE tokenizer trained here on the kit's own texts (Qwen's pre-tokenizer: digits
