@@ -15,7 +15,9 @@ data (``offline.write_data``), then
    responses/s, response tokens/s and peak memory, on RM-Bench-like lengths.
 3. With ``--notebooks``: the GPU-branch notebooks (``offline.gpu_branch_notebooks``) top to
    bottom on cuda, with ``ENDORM_MINI_MODEL`` / ``ENDORM_MINI_DATA`` pointing at the stand-ins
-   (needs nbclient, nbformat, ipykernel and nbval, the ``dev`` extra); seconds per notebook.
+   (``ENDORM_MINI_BRANCH=gpu`` too without cuda); seconds per notebook. Needs the ``dev``
+   extra's nbclient, nbformat, ipykernel and nbval, which the workplace's H100 image lacks
+   (it has torch 2.11, transformers 5.17, tokenizers 0.23): carry their wheels there.
 
 Numbers of a random model are about memory and time only, never quality.
 
@@ -130,12 +132,19 @@ def check_scoring(folder, args, device: str) -> None:
 
 def check_notebooks(folder, data, args, device: str) -> int:
     """The GPU-branch notebooks on this machine with the stand-ins; returns the number that failed."""
-    import nbformat
-    from nbclient.exceptions import CellExecutionError
-
+    try:
+        import nbformat
+        from nbclient.exceptions import CellExecutionError
+        from nbval.kernel import CURRENT_ENV_KERNEL_NAME  # noqa: F401  (notebooks.run's kernel)
+    except ImportError as err:
+        print(f"  cannot run notebooks here: {err} (pip install nbclient nbformat ipykernel nbval, "
+              "the dev extra; offline, carry their wheels)")
+        return 1
     from endorm_mini import notebooks
 
-    env = {"ENDORM_MINI_MODEL": str(folder), "ENDORM_MINI_DATA": str(data), "ENDORM_MINI_DTYPE": args.dtype}
+    env = {"ENDORM_MINI_MODEL": str(folder), "ENDORM_MINI_DATA": str(data)}
+    if args.notebook_dtype:
+        env["ENDORM_MINI_DTYPE"] = args.notebook_dtype
     if device != "cuda":
         env["ENDORM_MINI_BRANCH"] = "gpu"
     failed = 0
@@ -170,6 +179,8 @@ def main(argv=None) -> int:
     parser.add_argument("--score-len", type=int, default=400, help="longest response, in words")
     parser.add_argument("--score-dtypes", nargs="+", default=["fp32", "bf16", "fp16"])
     parser.add_argument("--notebooks", action="store_true", help="also run the GPU-branch notebooks")
+    parser.add_argument("--notebook-dtype", choices=("bf16", "fp16", "fp32"), default=None,
+                        help="ENDORM_MINI_DTYPE for the notebooks (default: unset, their own choices as on Colab)")
     parser.add_argument("--skip-ppo", action="store_true")
     parser.add_argument("--skip-scoring", action="store_true")
     parser.add_argument("--out", default=None, help="folder for the stand-ins (default: a temporary one)")
