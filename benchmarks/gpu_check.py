@@ -132,10 +132,12 @@ def check_scoring(folder, args, device: str) -> None:
 
 def check_notebooks(folder, data, args, device: str) -> int:
     """The GPU-branch notebooks on this machine with the stand-ins; returns the number that failed."""
+    import importlib
+
     try:
         import nbformat
         from nbclient.exceptions import CellExecutionError
-        from nbval.kernel import CURRENT_ENV_KERNEL_NAME  # noqa: F401  (notebooks.run's kernel)
+        importlib.import_module("nbval.kernel")      # notebooks.run's kernel of this environment
     except ImportError as err:
         print(f"  cannot run notebooks here: {err} (pip install nbclient nbformat ipykernel nbval, "
               "the dev extra; offline, carry their wheels)")
