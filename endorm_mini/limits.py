@@ -147,8 +147,15 @@ def _next_logprobs(model, rows: list[list[int]], pad: int, device) -> torch.Tens
     return torch.log_softmax(out.logits[:, -1].float(), -1).cpu()
 
 
-def _search(model, tokenizer, prompts, min_logprob, max_new_tokens, system, batch_size, device, greedy=False):
-    """Breadth-first over prefixes, keeping a child only if its log-probability ≥ its prompt's bound."""
+MAX_PREFIXES = 1_000_000   # prefixes and responses one step of the search may keep, all prompts together
+
+
+def _search(model, tokenizer, prompts, min_logprob, max_new_tokens, system, batch_size, device, greedy=False,
+            max_prefixes: int = MAX_PREFIXES):
+    """Breadth-first over prefixes, keeping a child only if its log-probability ≥ its prompt's bound.
+
+    A step that would keep more than ``max_prefixes`` children raises ``ValueError``: the bound
+    prunes too little (a flat distribution, such as an untrained model's) for an exact search."""
     if not prompts:
         raise ValueError("prompts is empty")
     ensure_pad_token(tokenizer)
@@ -159,13 +166,18 @@ def _search(model, tokenizer, prompts, min_logprob, max_new_tokens, system, batc
     bound = None if greedy else torch.as_tensor(min_logprob, dtype=torch.float32).expand(len(prompts))
     frontier, found = [(i, (), 0.0) for i in range(len(prompts))], [{} for _ in prompts]
     for depth in range(max_new_tokens):
-        grown = []
+        grown, kept = [], 0
         for start in range(0, len(frontier), batch_size):
             chunk = frontier[start:start + batch_size]
             total = _next_logprobs(model, [contexts[i] + list(p) for i, p, _ in chunk], pad, device)
             total += torch.tensor([lp for _, _, lp in chunk])[:, None]      # N, V: log π(prefix ⊕ a)
             keep = total == total.amax(-1, keepdim=True) if greedy else \
                 total >= bound[[i for i, _, _ in chunk]][:, None]
+            kept += int(keep.sum())
+            if kept > max_prefixes:
+                raise ValueError(f"step {depth + 1} of the search keeps more than {max_prefixes:,} prefixes above "
+                                 "the bound: the model's distribution is too flat (untrained?) for an exact "
+                                 "search; shorten max_new_tokens, raise min_prob or max_prefixes")
             for row, a in keep.nonzero().tolist():
                 i, prefix, _ = chunk[row]
                 child, lp = prefix + (a,), float(total[row, a])
@@ -183,29 +195,35 @@ def _search(model, tokenizer, prompts, min_logprob, max_new_tokens, system, batc
 
 
 def enumerate_responses(model, tokenizer, prompts, min_prob: float = 1e-3, max_new_tokens: int = 4,
-                        system: str | None = None, batch_size: int = 1024, device="auto") -> list[Responses]:
+                        system: str | None = None, batch_size: int = 1024, device="auto",
+                        max_prefixes: int = MAX_PREFIXES) -> list[Responses]:
     """Every complete response with ``π̂(τ | prompt) ≥ min_prob`` (temperature 1), per prompt.
 
     Exact: a prefix is at least as likely as any of its completions, so a prefix below the
     bound has no completion above it. A response cut at ``max_new_tokens`` counts as complete
     (the horizon of ``TokenMDP``). Prompts go through the chat template (``chat.prompt_ids``).
+    A step keeping more than ``max_prefixes`` prefixes (all prompts) raises ``ValueError``.
     """
     if not 0 < min_prob <= 1:
         raise ValueError(f"min_prob must be in (0, 1], got {min_prob}")
-    return _search(model, tokenizer, prompts, math.log(min_prob), max_new_tokens, system, batch_size, device)
+    return _search(model, tokenizer, prompts, math.log(min_prob), max_new_tokens, system, batch_size, device,
+                   max_prefixes=max_prefixes)
 
 
 def sequence_modes(model, tokenizer, prompts, max_new_tokens: int = 4, system: str | None = None,
-                   batch_size: int = 1024, device="auto") -> list[tuple[str, float]]:
+                   batch_size: int = 1024, device="auto", max_prefixes: int = MAX_PREFIXES) -> list[tuple[str, float]]:
     """``(argmax_τ π̂(τ | prompt), its log-probability)`` per prompt, exactly.
 
     Greedy decoding gives a complete response; its probability bounds the mode from below,
-    and the enumeration above that bound contains the mode.
+    and the enumeration above that bound contains the mode. Each step keeps at most
+    ``1/P(greedy)`` prefixes per prompt; more than ``max_prefixes`` in all raises ``ValueError``
+    (a flat model, e.g. a random one, whose greedy answer is as unlikely as any other).
     """
     greedy = _search(model, tokenizer, prompts, None, max_new_tokens, system, batch_size, device, greedy=True)
     # A looser bound only lists more; the slack covers round-off between differently padded batches.
     bound = torch.tensor([float(g.logprobs[0]) for g in greedy]) - 1e-3
-    found = _search(model, tokenizer, prompts, bound, max_new_tokens, system, batch_size, device)
+    found = _search(model, tokenizer, prompts, bound, max_new_tokens, system, batch_size, device,
+                    max_prefixes=max_prefixes)
     return [(r.texts[0], float(r.logprobs[0])) if r.texts else (g.texts[0], float(g.logprobs[0]))
             for r, g in zip(found, greedy)]
 

@@ -189,24 +189,24 @@ def check_reward(score, B: int, T: int, mask: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def score_rollout(rollout: Rollout, ref_model, cfg: PPOConfig, reward_fn=None,
                   is_correct=None) -> dict:
-    """Score [B, T], reference log-probs and the critic's baseline, from one reference forward."""
+    """Score [B, T], reference log-probs and the critic's baseline, from one reference forward
+    per minibatch (never all B × (T+1) × V fp32 logits at once)."""
     mask, actions = rollout.mask, rollout.actions
     B, T = mask.shape
-    chunks = zip(rollout.input_ids.split(cfg.minibatch_size),
-                 rollout.attention_mask.split(cfg.minibatch_size))
-    logits = torch.cat([response_forward(ref_model, ids, am, T)[0].float()
-                        for ids, am in chunks])                               # B, T+1, V
-    # The episode ends at eos or at the horizon: V = 0 after every row's last token.
-    ends = torch.ones_like(rollout.ended)
-    lp_alpha, soft_values, r_hat = endogenous_rewards(logits, actions, cfg.alpha, ends, mask)
-    if cfg.alpha == cfg.temperature:
-        ref_logprobs = lp_alpha
-    else:
-        ref_logprobs = action_logprobs(logits[:, :-1] / cfg.temperature, actions) * mask
-    verdicts = None
-    if is_correct is not None:
-        pairs = zip(rollout.prompts, rollout.responses)
-        verdicts = torch.tensor([float(bool(is_correct(p, r))) for p, r in pairs])
+    parts = []
+    for rows in torch.arange(B, device=mask.device).split(cfg.minibatch_size):
+        ids, am = rollout.input_ids[rows], rollout.attention_mask[rows]
+        logits = response_forward(ref_model, ids, am, T)[0].float()            # b, T+1, V
+        # The episode ends at eos or at the horizon: V = 0 after every row's last token.
+        ends = torch.ones_like(rows, dtype=torch.bool)
+        lp, values, r = endogenous_rewards(logits, actions[rows], cfg.alpha, ends, mask[rows])
+        ref_lp = lp
+        if cfg.alpha != cfg.temperature:   # the policy samples at τ: its reference log-probs too
+            ref_lp = action_logprobs(logits[:, :-1] / cfg.temperature, actions[rows]) * mask[rows]
+        parts.append((lp, values, r, ref_lp))
+    lp_alpha, soft_values, r_hat, ref_logprobs = (torch.cat(x) for x in zip(*parts))
+    verdicts = None if is_correct is None else torch.tensor(
+        [float(bool(is_correct(p, r))) for p, r in zip(rollout.prompts, rollout.responses)])
     if cfg.reward in ("verifier", "hybrid") and verdicts is None:
         raise ValueError(f"reward={cfg.reward!r} needs is_correct(prompt, response) -> bool")
     score = r_hat if cfg.reward in ("endogenous", "hybrid") else torch.zeros_like(r_hat)

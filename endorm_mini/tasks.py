@@ -19,6 +19,7 @@ and persona worlds, whose answers follow a rule, a share of the prompts is never
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import re
@@ -101,8 +102,12 @@ def generate(model, tokenizer, prompts, temperature: float = 1.0, max_new_tokens
     """Batched, seeded responses (text up to eos); ``temperature=0`` decodes greedily.
 
     Prompts are left-padded (``model.generate`` continues from the last column). Sampling
-    is plain ancestral sampling from ``softmax(f/T)``: no top-k, no top-p.
+    is plain ancestral sampling from ``softmax(f/T)`` and greedy is the argmax: the model's
+    own generation defaults (Qwen2.5-Instruct's: top-k 20, top-p 0.8, a repetition penalty
+    of 1.05, which changes even greedy decoding) are set aside for the call.
     """
+    from transformers import GenerationConfig
+
     ensure_pad_token(tokenizer)
     device = resolve_device(device)
     model.to(device).eval()
@@ -110,7 +115,9 @@ def generate(model, tokenizer, prompts, temperature: float = 1.0, max_new_tokens
     sampling = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) if temperature > 0 \
         else dict(do_sample=False)
     out: list[str] = []
-    with torch.random.fork_rng(devices=[]):   # seeded without touching the caller's RNG
+    with torch.random.fork_rng(devices=[]), _restore(model, "generation_config", model.generation_config):
+        # generate() fills every option not passed from model.generation_config: a plain one instead
+        model.generation_config = GenerationConfig(pad_token_id=pad, eos_token_id=eos)
         torch.manual_seed(seed)
         for start in range(0, len(prompts), batch_size):
             ids = [prompt_ids(tokenizer, p, system) for p in prompts[start:start + batch_size]]
@@ -122,6 +129,15 @@ def generate(model, tokenizer, prompts, temperature: float = 1.0, max_new_tokens
                 row = row[:row.index(eos)] if eos in row else row
                 out.append(tokenizer.decode(row, skip_special_tokens=True))
     return out
+
+
+@contextlib.contextmanager
+def _restore(obj, name: str, value):
+    """Put ``value`` back as ``obj.name`` when the block ends, even on an error."""
+    try:
+        yield
+    finally:
+        setattr(obj, name, value)
 
 
 def arith_accuracy(model, tokenizer, prompts: list[str] | None = None, temperature: float = 0.0,
@@ -394,3 +410,72 @@ def domain_demos(n: int, seed: int = 0, persona_share: float = 0.2) -> list[Demo
             prompt, chosen, _ = rng.choice(tables[subset])
             demos.append(Demo(prompt, rng.choice(chosen)))
     return demos
+
+
+# ================================================================ GSM8K (lesson 09's GPU section)
+GSM8K_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+
+
+def gsm8k_rows(split: str, data_dir=None) -> list[dict]:
+    """GSM8K's ``split`` ("train" or "test") as ``{"question", "answer"}`` rows, in file order.
+
+    From ``data_dir/gsm8k/<split>.jsonl`` (GSM8K's own files, as ``ENDORM_MINI_DATA`` lays
+    them out) when ``data_dir`` is given, else ``openai/gsm8k`` from the Hugging Face hub
+    (needs ``datasets``: the ``colab`` extra).
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"split is 'train' or 'test', got {split!r}")
+    if data_dir is None:
+        try:
+            from datasets import load_dataset
+        except ImportError:
+            raise ImportError("GSM8K from the hub needs `datasets` (pip install 'endorm-mini[colab]'); "
+                              "offline, pass data_dir with gsm8k/<split>.jsonl") from None
+        return [{"question": r["question"], "answer": r["answer"]}
+                for r in load_dataset("openai/gsm8k", "main", split=split)]
+    path = Path(data_dir) / "gsm8k" / f"{split}.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"no {path}: GSM8K's {split}.jsonl (one {{question, answer}} per line)")
+    rows = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if line.strip():
+            row = json.loads(line)
+            if not isinstance(row, dict) or not {"question", "answer"} <= set(row) or "####" not in row["answer"]:
+                raise ValueError(f"{path}, line {lineno}: expected {{\"question\", \"answer\": \"… #### N\"}}")
+            rows.append({"question": row["question"], "answer": row["answer"]})
+    return rows
+
+
+def gsm8k_gold(answer: str) -> str:
+    """The final number of a GSM8K answer: what follows ``####``, thousands commas removed."""
+    if "####" not in answer:
+        raise ValueError(f"a GSM8K answer ends in '#### N', got {answer[-60:]!r}")
+    return answer.split("####")[-1].strip().replace(",", "")
+
+
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+
+
+def _final_number(response: str) -> float | None:
+    """The last ``\\boxed{…}``'s number, else the response's last number (commas dropped)."""
+    boxed = re.findall(r"\\boxed\{([^{}]*)\}", response)
+    for text in (boxed[-1] if boxed else None, response):
+        numbers = _NUMBER.findall(text) if text is not None else []
+        if numbers:
+            try:
+                return float(numbers[-1].replace(",", ""))
+            except ValueError:
+                return None
+    return None
+
+
+def math_correct(gold: str, response: str) -> bool:
+    """Does ``response``'s final answer equal ``gold`` (a number)? Hugging Face's
+    ``math_verify`` (``parse``, ``verify``; the ``colab`` extra) when installed, else a plain
+    check: the number in the last ``\\boxed{}`` (or the last number) equals ``gold``."""
+    try:
+        from math_verify import parse, verify
+    except ImportError:
+        got, want = _final_number(response), _final_number(gold)
+        return got is not None and want is not None and abs(got - want) < 1e-9 * max(1.0, abs(want))
+    return bool(verify(parse(gold), parse(response)))

@@ -384,10 +384,12 @@ def test_percent_format_round_trip():
 
 
 def test_setup_notebook_picks_device_and_model(monkeypatch, capsys):
+    for var in ("ENDORM_MINI_MODEL", "ENDORM_MINI_DTYPE", "ENDORM_MINI_DATA", "ENDORM_MINI_BRANCH"):
+        monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert grading.setup_notebook() == ("cpu", grading.CPU_MODEL)
+    assert grading.setup_notebook() == ("cpu", grading.CPU_MODEL, None, None, False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert grading.setup_notebook(gpu_model="Qwen/X") == ("cuda", "Qwen/X")
+    assert grading.setup_notebook(gpu_model="Qwen/X") == ("cuda", "Qwen/X", None, None, True)
     assert capsys.readouterr().out.splitlines() == [
         f"endorm-mini setup: device=cpu · MODEL={grading.CPU_MODEL} · seed=0 · local",
         "endorm-mini setup: device=cuda · MODEL=Qwen/X · seed=0 · local"]
@@ -485,3 +487,54 @@ def test_compare_does_not_accept_any_number_for_an_infinite_answer():
 
     assert compare(3.0, float("inf"), 1e-5, 1e-8, "output") is not None
     assert compare(float("inf"), float("inf"), 1e-5, 1e-8, "output") is None
+
+
+def test_setup_notebook_overrides_from_the_environment(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    env = {"ENDORM_MINI_MODEL": str(model), "ENDORM_MINI_DTYPE": "BF16", "ENDORM_MINI_DATA": str(tmp_path),
+           "ENDORM_MINI_BRANCH": "gpu"}
+    setup = grading.setup_notebook(environ=env)
+    assert setup == ("cpu", str(model), "bf16", str(tmp_path), True)
+    assert setup.rehearsal and setup.half == "bf16"
+    assert capsys.readouterr().out == (
+        f"endorm-mini setup: device=cpu · branch=gpu (ENDORM_MINI_BRANCH) · MODEL={model} (ENDORM_MINI_MODEL) "
+        f"· dtype=bf16 (ENDORM_MINI_DTYPE) · data={tmp_path} (ENDORM_MINI_DATA) · seed=0 · local\n")
+    run_dir = Path(setup.run_dir("09_gsm8k"))               # a rehearsal never reuses a real run's folder
+    assert run_dir.is_dir() and run_dir != Path(setup.run_dir("09_gsm8k"))
+    # Each variable alone; MODEL replaces the model of either branch; empty means unset.
+    assert grading.setup_notebook(cpu_model="tiny-arith", environ={"ENDORM_MINI_MODEL": "tiny-domains"}).model \
+        == "tiny-domains"
+    assert grading.setup_notebook(environ={"ENDORM_MINI_MODEL": "org/name", "ENDORM_MINI_DTYPE": ""}) \
+        == ("cpu", "org/name", None, None, False)
+    gpu = grading.setup_notebook(environ={"ENDORM_MINI_BRANCH": "gpu"})
+    assert gpu.model == grading.GPU_MODEL and gpu.gpu_branch and gpu.half == "bf16"
+    assert gpu.run_dir("x") != gpu.run_dir("x")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)     # a T4
+    on_gpu = grading.setup_notebook(environ={})
+    assert on_gpu.gpu_branch and not on_gpu.rehearsal and on_gpu.half == "fp16"
+    assert on_gpu.run_dir("06_rmbench") == str(Path("runs/06_rmbench/Qwen2.5-0.5B-Instruct"))
+    assert grading.setup_notebook(environ={"ENDORM_MINI_DTYPE": "fp32"}).half == "fp32"
+    cpu = grading.setup_notebook(environ={"ENDORM_MINI_BRANCH": "cpu"})
+    assert cpu.device == "cuda" and not cpu.gpu_branch and cpu.model == grading.CPU_MODEL
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"ENDORM_MINI_DTYPE": "int8"}, "ENDORM_MINI_DTYPE='int8': use one of fp32, bf16, fp16"),
+    ({"ENDORM_MINI_BRANCH": "tpu"}, "ENDORM_MINI_BRANCH='tpu': use one of auto, cpu, gpu"),
+    ({"ENDORM_MINI_DATA": "/no/such/folder"}, "ENDORM_MINI_DATA='/no/such/folder': not a folder"),
+    ({"ENDORM_MINI_MODEL": "tiny-nope"}, "ENDORM_MINI_MODEL='tiny-nope': no such zoo model"),
+    ({"ENDORM_MINI_MODEL": "./no/such/model"}, "ENDORM_MINI_MODEL='./no/such/model': not a zoo name"),
+    ({"ENDORM_MINI_MODEL": "a b"}, "ENDORM_MINI_MODEL='a b': not a zoo name"),
+])
+def test_setup_notebook_refuses_bad_overrides(env, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        grading.setup_notebook(environ=env)
+
+
+def test_setup_notebook_refuses_a_model_folder_without_config(tmp_path):
+    with pytest.raises(ValueError, match="the folder has no config.json"):
+        grading.setup_notebook(environ={"ENDORM_MINI_MODEL": str(tmp_path)})

@@ -200,6 +200,19 @@ def load_hf(name: str = "THU-KEG/RM-Bench", split: str = "train", skip_invalid: 
     return items
 
 
+def load_real(data_dir=None) -> list[dict]:
+    """The real benchmark for a notebook's GPU section: from ``data_dir/rm-bench`` (RM-Bench's
+    ``data/`` folder, as ``ENDORM_MINI_DATA`` lays it out) when ``data_dir`` is given, else from
+    the Hugging Face hub (:func:`load_hf`)."""
+    if data_dir is None:
+        return load_hf()
+    folder = Path(data_dir) / "rm-bench"
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no rm-bench folder in {data_dir}: put RM-Bench's data/ files "
+                                "(chat_filtered.json, …) in rm-bench/ there")
+    return load(folder)
+
+
 def item_key(item: dict) -> tuple[str, str]:
     """The identity of an item or a rewards record: ``(subset, str(id))``."""
     return (item.get("subset", item["domain"]), str(item["id"]))

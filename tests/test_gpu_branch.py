@@ -1,0 +1,52 @@
+"""The GPU branch of every notebook, rehearsed on a CPU: top to bottom, no cell may error.
+
+On a GPU the notebooks load Qwen2.5-0.5B-Instruct (bf16) and the real RM-Bench and GSM8K
+from the hub. Here the setup cell is pointed, through its environment variables, at stand-ins
+(``endorm_mini.offline``): a randomly initialised Qwen2 with a Qwen-style tokenizer and chat
+template, tiny files in the real data sets' formats, bf16, and ``ENDORM_MINI_BRANCH=gpu`` so
+that the GPU sections run on the CPU (their sizes cut down: ``SETUP.rehearsal``). A random
+model's numbers mean nothing; what is tested is that the branch's code runs.
+
+Notebooks are found automatically: a master whose GPU model is a hub model and whose code
+uses ``MODEL`` or ``SETUP`` after the setup cell. About 2.5 minutes on one free core.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from endorm_mini import notebooks, offline
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK_LIMIT_S = 300   # a guard against a hung kernel; each takes 5–40 s on one core
+
+
+GPU_NOTEBOOKS = offline.gpu_branch_notebooks(ROOT / "solutions")
+
+
+def test_the_notebooks_with_a_gpu_branch_are_found():
+    names = {p.name[:2] for p in GPU_NOTEBOOKS}
+    assert {"01", "04", "06", "07", "09", "10", "11"} <= names, names
+    assert not names & {"02", "08"}          # their GPU branch is tiny-arith: nothing to rehearse
+
+
+@pytest.fixture(scope="module")
+def stand_ins(tmp_path_factory):
+    root = tmp_path_factory.mktemp("stand-ins")
+    return offline.random_qwen2(root / "qwen2-tiny", "tiny"), offline.write_data(root / "data")
+
+
+@pytest.mark.parametrize("master", GPU_NOTEBOOKS, ids=[p.name for p in GPU_NOTEBOOKS])
+def test_gpu_branch_runs_on_a_cpu_with_stand_ins(master, stand_ins, tmp_path):
+    model, data = stand_ins
+    env = notebooks.kernel_env(ENDORM_MINI_BRANCH="gpu", ENDORM_MINI_MODEL=str(model), ENDORM_MINI_DTYPE="bf16",
+                               ENDORM_MINI_DATA=str(data), CUDA_VISIBLE_DEVICES="")
+    nb = nbformat.read(master, as_version=4)
+    notebooks.run(nb, tmp_path, timeout=NOTEBOOK_LIMIT_S, env=env)   # raises at the first failing cell
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    setup_line = "".join(o.get("text", "") for o in code[0].outputs)
+    assert "branch=gpu" in setup_line and f"MODEL={model}" in setup_line and "dtype=bf16" in setup_line
+    printed = "".join(o.get("text", "") for c in code for o in c.outputs)
+    assert "skipped" not in printed, "a GPU section was skipped on the GPU branch"
