@@ -29,7 +29,7 @@ def fp32_on_bf16_logits(model, tokenizer, response, alpha):
 
 @pytest.fixture(scope="module")
 def bf16_domains():
-    model, tok = zoo.load("tiny-domains", device="cpu")       # trained: values ≈ 9–14, as in real LMs
+    model, tok = zoo.load("tiny-domains", device="cpu")   # trained: values ≈ 9–14, as in real LMs
     return model.to(torch.bfloat16), tok
 
 
@@ -38,7 +38,7 @@ def test_a_bf16_model_is_scored_in_fp32(bf16_domains, alpha):
     model, tok = bf16_domains
     er = EndogenousReward(model, tok, alpha=alpha, device="cpu", chunk_size=8)
     results = er.score_batch([PROMPT] * 2, RESPONSES, progress=False)
-    assert er._plain_head is True                               # the shortcut's bf16 matmul, checked
+    assert er._plain_head is True                          # the shortcut's bf16 matmul, checked
     for response, res in zip(RESPONSES, results):
         values, rewards = fp32_on_bf16_logits(model, tok, response, alpha)
         assert res.values.dtype == res.rewards.dtype == torch.float32
@@ -53,14 +53,15 @@ def test_bradley_terry_scores_of_a_bf16_model_are_its_fp32_scores(tiny_tokenizer
     model = make_gpt2(tiny_tokenizer, seed=5)
     rm = BradleyTerryRM(copy.deepcopy(model).to(torch.bfloat16), tiny_tokenizer)
     torch.nn.init.normal_(rm.head.weight, generator=torch.Generator().manual_seed(0))
-    responses = RESPONSES + ["Rome.", "Paris, of course!"]        # different lengths: padding in the batch
+    responses = RESPONSES + ["Rome.", "Paris, of course!"]     # different lengths: padding
     scores = rm(PROMPT, responses)
     expected = []
     for response in responses:
         ids = prompt_ids(tiny_tokenizer, PROMPT) + response_ids(tiny_tokenizer, response)
         with torch.no_grad():
-            h = model.get_decoder()(input_ids=torch.tensor([ids])).last_hidden_state[0, -1]   # fp32, at eos
+            hidden = model.get_decoder()(input_ids=torch.tensor([ids])).last_hidden_state
+            h = hidden[0, -1]                                       # fp32, at eos
             expected.append(float(rm.head(h)))
     spread = max(expected) - min(expected)
-    assert spread > 1.0                                            # scores that differ, to be told apart
+    assert spread > 1.0                                     # scores that differ, to be told apart
     assert scores == pytest.approx(expected, abs=0.01 * spread)   # measured 0.002

@@ -26,7 +26,7 @@ def test_endogenous_rewards_at_alpha_by_hand(alpha):
     actions = torch.randint(V, (B, T), generator=g)
     lengths, terminal = [5, 3, 2], torch.tensor([True, False, True])
     mask = torch.arange(T)[None] < torch.tensor(lengths)[:, None]
-    logprobs, values, rewards = endogenous_rewards(logits, actions, alpha, terminal=terminal, mask=mask)
+    logprobs, values, rewards = endogenous_rewards(logits, actions, alpha, terminal, mask)
     for b, n in enumerate(lengths):
         lp, v, r = reference(logits[b, :n + 1], actions[b, :n], alpha, bool(terminal[b]))
         torch.testing.assert_close(logprobs[b, :n].double(), lp, atol=1e-5, rtol=0)

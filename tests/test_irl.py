@@ -110,8 +110,9 @@ def test_error_shrinks_with_more_demonstrations():
 
 
 def every_episode(mdp):
-    """Every action sequence of length H from the single start state, with its states: [N, H] each."""
-    actions = torch.cartesian_prod(*[torch.arange(mdp.num_actions)] * mdp.horizon).reshape(-1, mdp.horizon)
+    """Every action sequence of length H from the single start state, and its states: [N, H]."""
+    H = mdp.horizon
+    actions = torch.cartesian_prod(*[torch.arange(mdp.num_actions)] * H).reshape(-1, H)
     states = torch.empty_like(actions)
     s = torch.full((len(actions),), int(mdp.initial.argmax()))
     for h in range(mdp.horizon):
@@ -125,7 +126,7 @@ def test_token_tree_rewards_recovered_from_logits():
     up to one constant shared by every response (the start state's potential)."""
     tm = TokenMDP(vocab_size=3, eos=0, horizon=3)
     mdp, prefixes = tm.to_tabular(lambda p, a: float(a == 2) - 0.3 * len(p))
-    _, Q = expert_logits(mdp, 1.0, seed=0)                        # random constants, terminal state too
+    _, Q = expert_logits(mdp, 1.0, seed=0)              # random constants, terminal state too
     r_hat = reward_from_q(mdp, Q, 1.0)
     assert shaping_residual(mdp, mdp.reward, r_hat) < 1e-8
     assert float(r_hat[:, -1].abs().max()) == 0.0                 # nothing after eos

@@ -28,7 +28,14 @@ TAU, ALPHA = 0.7, 1.3
 
 @pytest.fixture(scope="module")
 def tok():
-    return char_tokenizer("ab")                 # 9 tokens: eos is likely, responses end at many lengths
+    return char_tokenizer("ab")                 # 9 tokens: eos is likely, responses end early
+
+
+def one_minibatch(**kw):
+    """The whole batch of PROMPTS in one minibatch, one epoch, on the CPU."""
+    base = dict(prompts_per_update=len(PROMPTS), samples_per_prompt=1, minibatches=1, epochs=1,
+                temperature=TAU, device="cpu", progress=False)
+    return ppo.PPOConfig(**{**base, **kw})
 
 
 def fixed_batch(tok, seed=0):
@@ -42,62 +49,71 @@ def fixed_batch(tok, seed=0):
     mask = ro.mask
     B, T = mask.shape
     assert (mask.sum(1) < T).any() and mask[:, 0].all()            # some rows are padded
-    noise = lambda scale: scale * torch.randn(B, T, generator=g) * mask  # noqa: E731
+
+    def noise(scale):
+        return scale * torch.randn(B, T, generator=g) * mask
     baseline = (3.0 + noise(1.0)) * mask
     values = ro.values + baseline + noise(0.3)
     advantages = (1.0 + noise(1.0)) * mask
-    batch = {"input_ids": ro.input_ids, "attention_mask": ro.attention_mask, "actions": ro.actions,
-             "mask": mask, "logprobs": ro.logprobs + noise(0.3), "values": values, "baseline": baseline,
-             "advantages": advantages, "returns": (advantages + values + noise(0.5)) * mask}
-    return model, head, batch
+    return model, head, {
+        "input_ids": ro.input_ids, "attention_mask": ro.attention_mask, "actions": ro.actions,
+        "mask": mask, "logprobs": ro.logprobs + noise(0.3), "values": values,
+        "baseline": baseline, "advantages": advantages,
+        "returns": (advantages + values + noise(0.5)) * mask}
 
 
-def hand_loss(model, head, b, tau, clip_eps, value_clip, vf_coef):
-    """Eq. of the clipped PPO losses, written out from the model's plain forward."""
+def hand_loss(model, head, b, cfg):
+    """The clipped PPO losses from the model's plain forward: (loss, pg, vf, clipfrac)."""
     T = b["mask"].shape[1]
     P = b["input_ids"].shape[1] - T
     position_ids = (b["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], position_ids=position_ids,
-                output_hidden_states=True)
+    out = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
+                position_ids=position_ids, output_hidden_states=True)
     logits = out.logits[:, P - 1:P - 1 + T]                      # state s_t predicts a_t
     hidden = out.hidden_states[-1][:, P - 1:P - 1 + T]
-    logp = torch.log_softmax(logits / tau, -1).gather(-1, b["actions"][..., None])[..., 0]
+    logp = torch.log_softmax(logits / cfg.temperature, -1)
+    logp = logp.gather(-1, b["actions"][..., None])[..., 0]
     m = b["mask"].float()
-    mean = lambda x: (x * m).sum() / m.sum()  # noqa: E731
-    ratio, A = torch.exp(logp - b["logprobs"]), b["advantages"]
-    unclipped, clipped = -A * ratio, -A * ratio.clamp(1 - clip_eps, 1 + clip_eps)
+
+    def mean(x):
+        return (x * m).sum() / m.sum()
+    ratio, A, eps = torch.exp(logp - b["logprobs"]), b["advantages"], cfg.clip_eps
+    unclipped, clipped = -A * ratio, -A * ratio.clamp(1 - eps, 1 + eps)
     pg = mean(torch.maximum(unclipped, clipped))
     clipfrac = mean((clipped > unclipped).float())               # where the clip decides the loss
     v = head(hidden)[..., 0] + b["baseline"]                     # critic: V_φ + V_ref
-    v_clipped = b["values"] + (v - b["values"]).clamp(-value_clip, value_clip)
+    v_clipped = b["values"] + (v - b["values"]).clamp(-cfg.value_clip, cfg.value_clip)
     R = b["returns"]
     vf = 0.5 * mean(torch.maximum((v - R) ** 2, (v_clipped - R) ** 2))
-    return pg + vf_coef * vf, pg, vf, clipfrac
+    return pg + cfg.vf_coef * vf, pg, vf, clipfrac
+
+
+def update(model, head, batch, cfg, optimizer, dtype=None, scaler=None):
+    """ppo_update as train() calls it, with an autocast of ``dtype`` (None: fp32)."""
+    autocast = torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None)
+    scaler = scaler or torch.amp.GradScaler("cpu", enabled=False)
+    order = torch.Generator().manual_seed(0)
+    return ppo.ppo_update(model, head, optimizer, scaler, batch, cfg, order, autocast)
 
 
 def test_one_update_is_the_hand_computed_sgd_step(tok):
     model, head, batch = fixed_batch(tok)
-    cfg = ppo.PPOConfig(prompts_per_update=len(PROMPTS), samples_per_prompt=1, minibatches=1, epochs=1,
-                        temperature=TAU, vf_coef=0.5, max_grad_norm=1e6, device="cpu", progress=False)
-    lr = 0.1
+    cfg, lr = one_minibatch(vf_coef=0.5, max_grad_norm=1e6), 0.1
     hand_model, hand_head = copy.deepcopy(model), copy.deepcopy(head)
-    loss, pg, vf, clipfrac = hand_loss(hand_model, hand_head, batch, TAU, cfg.clip_eps, cfg.value_clip, cfg.vf_coef)
+    loss, pg, vf, clipfrac = hand_loss(hand_model, hand_head, batch, cfg)
     loss.backward()
     pg, vf, clipfrac = (float(x.detach()) for x in (pg, vf, clipfrac))
-    assert 0.05 < clipfrac < 0.95                          # both sides of the clip are exercised
+    assert 0.05 < clipfrac < 0.95                                # the clip acts on some tokens
     params = [*model.parameters(), *head.parameters()]
     before = [p.detach().clone() for p in params]
-    optimizer = torch.optim.SGD(params, lr=lr)
-    stats = ppo.ppo_update(model, head, optimizer, torch.amp.GradScaler("cpu", enabled=False), batch, cfg,
-                           torch.Generator().manual_seed(0), torch.autocast("cpu", enabled=False))
+    stats = update(model, head, batch, cfg, torch.optim.SGD(params, lr=lr))
     assert stats["policy_loss"] == pytest.approx(pg, abs=1e-5)
     assert stats["value_loss"] == pytest.approx(vf, abs=1e-5)
     assert stats["clipfrac"] == pytest.approx(clipfrac, abs=1e-6)
-    hand_params = [*hand_model.parameters(), *hand_head.parameters()]
-    for p, p0, q in zip(params, before, hand_params):
+    for p, p0, q in zip(params, before, [*hand_model.parameters(), *hand_head.parameters()]):
         expected = -lr * (q.grad if q.grad is not None else torch.zeros_like(q))
         torch.testing.assert_close(p.detach() - p0, expected, atol=1e-6, rtol=1e-4)
-    assert sum(float(q.grad.abs().sum()) for q in hand_head.parameters()) > 0.1   # the critic moved too
+    assert sum(float(q.grad.abs().sum()) for q in hand_head.parameters()) > 0.1   # critic too
 
 
 @pytest.mark.filterwarnings("ignore:responses that never emit eos")
@@ -107,8 +123,9 @@ def test_first_minibatch_is_on_policy_and_advantages_are_whitened_on_response_to
     response tokens (the raw advantages are all negative: whitening with the padding's zeros
     would leave a mean far from 0)."""
     model = make_gpt2(tok, seed=1)
-    cfg = ppo.PPOConfig(steps=1, prompts_per_update=8, samples_per_prompt=4, max_new_tokens=6, epochs=1,
-                        minibatches=1, temperature=TAU, alpha=ALPHA, device="cpu", progress=False)
+    cfg = ppo.PPOConfig(steps=1, prompts_per_update=8, samples_per_prompt=4, max_new_tokens=6,
+                        epochs=1, minibatches=1, temperature=TAU, alpha=ALPHA, device="cpu",
+                        progress=False)
     (h,) = ppo.train(model, tok, ["a", "ab", "ba", "b"], cfg).history
     assert h["response_length"] < 5                               # padded rows in the batch
     assert h["kl"] == pytest.approx(0.0, abs=1e-5)
@@ -121,8 +138,7 @@ def test_reference_logprobs_are_at_the_sampling_temperature(tok):
     head = ppo.make_value_head(model)
     ro = ppo.generate(model, head, tok, PROMPTS, 6, TAU, torch.Generator().manual_seed(0))
     for alpha in (TAU, ALPHA):
-        cfg = ppo.PPOConfig(prompts_per_update=len(PROMPTS), samples_per_prompt=1, temperature=TAU, alpha=alpha)
-        scored = ppo.score_rollout(ro, copy.deepcopy(model), cfg)
+        scored = ppo.score_rollout(ro, copy.deepcopy(model), one_minibatch(alpha=alpha))
         torch.testing.assert_close(scored["ref_logprobs"], ro.logprobs, atol=1e-5, rtol=0)
     assert (ro.logprobs * ro.mask).abs().sum() > 1.0
 
@@ -135,50 +151,52 @@ def test_train_reaches_the_kl_optimum_on_a_one_token_bandit(tok):
     instead would give softmax(1.5 f̂), softer; α must not matter here."""
     tau, alpha, beta = 0.5, 2.0, 1.0
     torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=16, n_layer=1, n_head=2, n_positions=32,
-                                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)).eval()
+    config = GPT2Config(vocab_size=len(tok), n_embd=16, n_layer=1, n_head=2, n_positions=32,
+                        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    model = GPT2LMHeadModel(config).eval()
     with torch.no_grad():
-        model.transformer.wte.weight.mul_(4)                      # start ≈ 0.5 on one token, the rest spread
+        model.transformer.wte.weight.mul_(4)      # start: ≈ 0.5 on one token, the rest spread
     ids = torch.tensor([prompt_ids(tok, "ab")])
 
     def logits():
         with torch.no_grad():
             return model(input_ids=ids).logits[0, -1].double()
     f = logits()
-    start, target, at_alpha = (torch.softmax(k * f, -1) for k in (1 / tau, (1 + beta / tau) / beta,
-                                                                   (1 + beta / alpha) / beta))
-    tv = lambda p, q: 0.5 * float((p - q).abs().sum())  # noqa: E731
+    powers = (1 / tau, (1 + beta / tau) / beta, (1 + beta / alpha) / beta)
+    start, target, at_alpha = (torch.softmax(k * f, -1) for k in powers)
+
+    def tv(p, q):
+        return 0.5 * float((p - q).abs().sum())
     assert tv(start, target) > 0.2 and tv(at_alpha, target) > 0.3
-    cfg = ppo.PPOConfig(steps=100, prompts_per_update=1, samples_per_prompt=256, max_new_tokens=1, epochs=1,
-                        minibatches=1, temperature=tau, alpha=alpha, kl_coef=beta, lr=1e-2, device="cpu",
-                        progress=False)
+    cfg = ppo.PPOConfig(steps=100, prompts_per_update=1, samples_per_prompt=256, max_new_tokens=1,
+                        epochs=1, minibatches=1, temperature=tau, alpha=alpha, kl_coef=beta,
+                        lr=1e-2, device="cpu", progress=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")                           # one token: never an eos
         ppo.train(model, tok, ["ab"], cfg)
     final = torch.softmax(logits() / tau, -1)
-    assert tv(final, target) < 0.06, (final, target)              # measured 0.007 (seeds 0–8: ≤ 0.025)
+    assert tv(final, target) < 0.06, (final, target)    # measured 0.007 (seeds 0–8: ≤ 0.025)
 
 
-@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_precision_autocast_gives_the_fp32_update(tok, dtype):
     """The CUDA settings on the CPU: the same SGD step as fp32, up to rounding. fp16 uses a
     grad scaler, whose scale must be taken off before the gradient-norm clip."""
-    cfg = ppo.PPOConfig(prompts_per_update=len(PROMPTS), samples_per_prompt=1, minibatches=1, epochs=1,
-                        temperature=TAU, vf_coef=0.5, max_grad_norm=1.0, device="cpu", progress=False)
+    cfg = one_minibatch(vf_coef=0.5, max_grad_norm=1.0)
 
     def step(half):
         model, head, batch = fixed_batch(tok)
         params = [*model.parameters(), *head.parameters()]
         before = torch.cat([p.detach().flatten().clone() for p in params])
-        kind = {"bf16": torch.bfloat16, "fp16": torch.float16}[dtype] if half else torch.float32
         # A small initial scale: 2^16 overflows fp16 here and the scaler would skip the step.
-        scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 8, enabled=kind == torch.float16)
-        stats = ppo.ppo_update(model, head, torch.optim.SGD(params, lr=0.1), scaler, batch, cfg,
-                               torch.Generator().manual_seed(0), torch.autocast("cpu", dtype=kind, enabled=half))
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 8,
+                                      enabled=half and dtype == torch.float16)
+        stats = update(model, head, batch, cfg, torch.optim.SGD(params, lr=0.1),
+                       dtype if half else None, scaler)
         return torch.cat([p.detach().flatten() for p in params]) - before, stats
     full, full_stats = step(False)
     half, half_stats = step(True)
     assert abs(full_stats["policy_loss"]) > 0.5                   # a loss with a size to compare
-    for key in ("policy_loss", "value_loss"):
-        assert half_stats[key] == pytest.approx(full_stats[key], rel=0.01), key    # measured ≤ 5e-4
-    assert float((half - full).norm() / full.norm()) < 0.05                         # measured ≤ 0.003
+    for key in ("policy_loss", "value_loss"):                     # measured: within 5e-4
+        assert half_stats[key] == pytest.approx(full_stats[key], rel=0.01), key
+    assert float((half - full).norm() / full.norm()) < 0.05      # measured ≤ 0.003

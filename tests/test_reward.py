@@ -23,7 +23,7 @@ def naive_rewards(model, tokenizer, prompt, response, alpha, system=None):
 
 
 def prefix_by_prefix(model, tokenizer, prompt, response, alpha, system=None):
-    """``(α log π̂(y | x), V(s_1))`` with one forward per prefix: no batch, no chunks, no slicing."""
+    """``(α log π̂(y | x), V(s_1))``, one forward per prefix: no batch, no chunks, no slicing."""
     p, r = prompt_ids(tokenizer, prompt, system), response_ids(tokenizer, response)
     logp, v1 = 0.0, None
     for h, a in enumerate(r):
@@ -43,9 +43,10 @@ def test_total_telescopes(tiny_model, tiny_tokenizer, alpha):
     for response in RESPONSES:
         res = er.score(PROMPT, response, system="You are terse.")
         assert res.ended and res.final_value == 0.0
-        alpha_logp, v1 = prefix_by_prefix(tiny_model, tiny_tokenizer, PROMPT, response, alpha, "You are terse.")
+        alpha_logp, v1 = prefix_by_prefix(tiny_model, tiny_tokenizer, PROMPT, response, alpha,
+                                          "You are terse.")
         assert res.total == pytest.approx(alpha_logp + v1, abs=1e-4)
-        assert abs(v1) > 1.0 and abs(alpha_logp) > 1.0          # neither term could be dropped unseen
+        assert abs(v1) > 1.0 and abs(alpha_logp) > 1.0       # neither term could go missing unseen
 
 
 @pytest.mark.parametrize("alpha", [0.5, 1.0])
@@ -70,7 +71,7 @@ def test_a_wrong_shaping_is_caught(tiny_tokenizer):
     with torch.no_grad():
         f = model(torch.tensor([p + r])).logits[0, len(p) - 1:-1].double()   # [T, V] at s_1 … s_T
     q = f.gather(-1, torch.tensor(r)[:, None])[:, 0]                          # f̂(s_h, a_h)
-    wrong = (q - torch.logsumexp(f, -1)).float()                              # f̂(s_h, a_h) − V(s_h)
+    wrong = (q - torch.logsumexp(f, -1)).float()                  # f̂(s_h, a_h) − V(s_h)
     assert not torch.allclose(wrong, res.rewards, atol=1e-3)
     assert abs(float(wrong.sum()) - res.total) > 1e-2
 

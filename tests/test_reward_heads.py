@@ -57,9 +57,10 @@ def full_forward_totals(model, tokenizer, alpha):
 @pytest.mark.parametrize("alpha", [1.0, 0.5])
 def test_scaled_heads_are_scored_with_the_models_own_logits(tiny_tokenizer, maker, alpha):
     model = maker(tiny_tokenizer)
-    with torch.no_grad():                                  # the shortcut's logits really are other ones
+    with torch.no_grad():                         # the shortcut's logits really are other ones
         ids = torch.tensor([prompt_ids(tiny_tokenizer, PROMPT)])
-        shortcut = model.get_output_embeddings()(model.get_decoder()(input_ids=ids).last_hidden_state)
+        hidden = model.get_decoder()(input_ids=ids).last_hidden_state
+        shortcut = model.get_output_embeddings()(hidden)
         assert (shortcut - model(input_ids=ids).logits).abs().max() > 0.05
     er = EndogenousReward(model, tiny_tokenizer, alpha=alpha, device="cpu", chunk_size=4)
     results = er.score_batch([PROMPT] * 2, RESPONSES, progress=False)
@@ -75,4 +76,5 @@ def test_plain_heads_keep_the_shortcut(tiny_tokenizer, maker):
     er = EndogenousReward(model, tiny_tokenizer, device="cpu", chunk_size=4)
     results = er.score_batch([PROMPT] * 2, RESPONSES, progress=False)
     assert er._plain_head is True
-    assert [r.total for r in results] == pytest.approx(full_forward_totals(model, tiny_tokenizer, 1.0), abs=1e-4)
+    expected = full_forward_totals(model, tiny_tokenizer, 1.0)
+    assert [r.total for r in results] == pytest.approx(expected, abs=1e-4)
