@@ -31,7 +31,7 @@ def test_sequence_modes_where_greedy_decoding_is_not_the_mode():
     tok = char_tokenizer("ab")
     model = make_gpt2(tok, seed=1)
     with torch.no_grad():
-        model.transformer.wte.weight.mul_(3)   # greedy: three words, p ≈ 0.054; the mode: eos, p ≈ 0.07
+        model.transformer.wte.weight.mul_(3)   # greedy: 3 words, p ≈ 0.054; the mode: eos, p ≈ 0.07
     modes = limits.sequence_modes(model, tok, PROMPTS, max_new_tokens=3, device="cpu")
     greedy = limits._search(model, tok, PROMPTS, None, 3, None, 1024, "cpu", greedy=True)
     for prompt, (text, logp), g in zip(PROMPTS, modes, greedy):
