@@ -178,7 +178,7 @@ def test_train_reaches_the_kl_optimum_on_a_one_token_bandit(tok):
     assert tv(final, target) < 0.06, (final, target)    # measured 0.007 (seeds 0–8: ≤ 0.025)
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 def test_half_precision_autocast_gives_the_fp32_update(tok, dtype):
     """The CUDA settings on the CPU: the same SGD step as fp32, up to rounding. fp16 uses a
     grad scaler, whose scale must be taken off before the gradient-norm clip."""
