@@ -22,8 +22,9 @@ Two solvers of eq. 7 are given, and a test checks they agree:
   neural network would be trained. It reaches the closed form up to optimisation error.
 
 Q is identified only up to a per-state constant, and so r̂ only up to potential-based
-shaping ``r̂ − r = Φ_h(s) − Φ_{h+1}(s')`` (with ``Φ_{H+1} = 0``), which changes no
-policy's ranking. ``shaping_residual`` measures how far two rewards are from that.
+shaping ``r̂ − r = Φ_h(s) − Φ_{h+1}(s')`` (with ``Φ_{H+1} = 0``, and ``Φ = 0`` at terminal
+states), which changes no policy's ranking. ``shaping_residual`` measures how far two
+rewards are from that.
 """
 from __future__ import annotations
 
@@ -118,13 +119,16 @@ def fit_potential(mdp: TabularMDP, r_true: torch.Tensor, r_hat: torch.Tensor,
     """Least-squares potential Φ with ``r̂ − r ≈ Φ_h(s) − Φ_{h+1}(s')`` on the masked (h, s, a).
 
     ``Φ_{H+1} = 0`` is fixed: a potential on the final state would change which final
-    states are preferred, which is not shaping. ``mask`` is [H, S] or [H, S, A] bool,
-    default: the reachable, non-terminal states. Returns ``(Φ [H+1, S], residual
-    [H, S, A])``, the residual being 0 outside the mask.
+    states are preferred, which is not shaping. So is ``Φ_h(terminal) = 0`` at every step
+    (``mdp.terminal``, the state after ``eos``): a potential there would pay a bonus for
+    ending early that no later step takes back, and change the optimal policy. ``mask`` is
+    [H, S] or [H, S, A] bool, default: the reachable states, terminal ones included (a
+    reward there is collected on the padding, so it must match too). Returns ``(Φ [H+1, S],
+    residual [H, S, A])``, the residual being 0 outside the mask.
     """
     r_true, r_hat = reward_table(mdp, r_true), reward_table(mdp, r_hat)
     H, S, A = r_true.shape
-    mask = reachable(mdp) & ~mdp.terminal if mask is None else torch.as_tensor(mask, dtype=torch.bool)
+    mask = reachable(mdp) if mask is None else torch.as_tensor(mask, dtype=torch.bool)
     if mask.shape == (H, S):
         mask = mask[:, :, None].expand(H, S, A)
     if mask.shape != (H, S, A):
@@ -137,18 +141,20 @@ def fit_potential(mdp: TabularMDP, r_true: torch.Tensor, r_hat: torch.Tensor,
     design[rows, h * S + s] = 1.0
     inner = h + 1 < H
     design[rows[inner], (h[inner] + 1) * S + s_next[inner]] -= 1.0
+    design[:, mdp.terminal.repeat(H)] = 0.0                     # Φ_h(terminal) is no unknown
     target = (r_hat - r_true)[h, s, a]
     phi = torch.linalg.lstsq(design, target[:, None], driver="gelsd").solution[:, 0]
     residual = torch.zeros(H, S, A, dtype=DTYPE)
     residual[h, s, a] = target - design @ phi
-    return torch.cat([phi.reshape(H, S), torch.zeros(1, S, dtype=DTYPE)]), residual
+    phi = phi.reshape(H, S).masked_fill(mdp.terminal, 0.0)      # Φ_h(terminal) = 0
+    return torch.cat([phi, torch.zeros(1, S, dtype=DTYPE)]), residual
 
 
 def shaping_residual(mdp: TabularMDP, r_true: torch.Tensor, r_hat: torch.Tensor,
                      mask: torch.Tensor | None = None) -> float:
     """``max |r̂ − r − (Φ_h(s) − Φ_{h+1}(s'))|`` with the best Φ: 0 iff "equal up to shaping".
 
-    Measured on ``mask`` (default: every reachable non-terminal (h, s), all actions),
-    see ``fit_potential``.
+    Measured on ``mask`` (default: every reachable (h, s), all actions), with the
+    potential of terminal states fixed at 0; see ``fit_potential``.
     """
     return float(fit_potential(mdp, r_true, r_hat, mask)[1].abs().max())

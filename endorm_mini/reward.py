@@ -132,11 +132,12 @@ class EndogenousReward:
         self.chunk_size = chunk_size
         self.batch_tokens = batch_tokens or (16384 if self.device.type == "cuda" else 1024)
         self.max_length = context_length(model.config)
-        # Models whose head is more than a linear map (soft-capping, logit scaling) are
-        # scored through their full forward so the logits are exactly theirs.
-        config = model.config
-        self._plain_head = (getattr(config, "final_logit_softcapping", None) is None
-                            and getattr(config, "logit_scale", None) in (None, 1, 1.0))
+        # The LM head runs on response states only, which is exact when the logits are the
+        # output embeddings applied to the decoder's last hidden state. Heads that soft-cap or
+        # scale their logits (Gemma 2, Cohere, Granite's logits_scaling, Falcon-H1's
+        # lm_head_multiplier, ...) are found by a self-check on the first batch, not by
+        # reading configs, and are scored through the model's full forward instead.
+        self._plain_head: bool | None = None   # None: not checked yet
 
     # -- public API
     def score(self, prompt, response: str, system: str | None = None) -> RewardResult:
@@ -220,12 +221,34 @@ class EndogenousReward:
         return results
 
     # -- internals
+    @torch.no_grad()
+    def _head_shortcut_is_exact(self, input_ids) -> bool:
+        """Do ``get_output_embeddings()(get_decoder()(ids))`` and the model's own logits agree?
+
+        ``input_ids`` [1, n]: a few real tokens. Agreement is up to the rounding of one
+        matmul in the model's dtype; a scaled or soft-capped head is far outside it.
+        """
+        try:
+            hidden = self.model.get_decoder()(input_ids=input_ids).last_hidden_state
+            shortcut = self.model.get_output_embeddings()(hidden).float()     # [1, n, V]
+        except Exception:  # no decoder or head to split off: the full forward is always right
+            return False
+        full = self.model(input_ids=input_ids).logits.float()                 # [1, n, V]
+        if shortcut.shape != full.shape:
+            return False
+        tolerance = 4 * torch.finfo(hidden.dtype).eps * float(full.abs().max().clamp(min=1.0))
+        return float((shortcut - full).abs().max()) <= tolerance
+
     def _response_states(self, input_ids, attention_mask):
         """Final hidden states [B, L, D] and the head that maps them to logits.
 
-        The head runs later only on response positions; a model whose head is more than a
-        linear map gets its full logits here instead (head = identity).
+        The head runs later only on response positions; a model whose head is more than
+        its output embeddings (the first batch's self-check says) gets its full logits
+        here instead (head = identity).
         """
+        if self._plain_head is None:  # right padding: row 0's first tokens are real
+            n = int(attention_mask[0].sum().clamp(max=16))
+            self._plain_head = self._head_shortcut_is_exact(input_ids[:1, :n])
         if self._plain_head:
             base = self.model.get_decoder()
             hidden = base(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state

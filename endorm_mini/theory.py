@@ -13,10 +13,18 @@ that links them is the policy error
   shaping telescopes, V(s_1) cancels between τ and τ'), so the two reward differences
   are at most ``2 α H ε_π`` apart, and σ is 1/4-Lipschitz.
 - Theorem 2 (policy quality, under r*): behaviour cloning loses
-  ``V(π_E) − V(π̂) ≲ H² ε`` (a mistake at step h costs all the remaining H − h steps),
-  while RL on r̂ loses only ``V(π_E) − V(π_RL) ≲ H ε`` (a slightly wrong reward costs a
+  ``V(π_E) − V(π̂) ≲ H² ε_π`` (a mistake at step h costs all the remaining H − h steps),
+  while RL on r̂ loses only ``V(π_E) − V(π_RL) ≲ H ε_π`` (a slightly wrong reward costs a
   little at each step), π_RL being the exact optimum of r̂ (``hard_value_iteration``).
-  ``compounding_error_mdp`` builds the textbook example where both rates are attained.
+
+What ``compounding_error_mdp`` measures is not Theorem 2's bound. It is a chain whose π̂
+errs with a fixed *probability* ``eps`` per step (a per-step total-variation error, the
+same for every H); there BC loses ≈ eps·H(H+1)/2 and RL on r̂ loses ≈ α·eps·H/2: the H²
+against H of the theorem's mechanism, in that per-step error. The theorem's ε_π of this
+π̂ is not fixed: the expert makes the mistake with probability ≈ e^{−(H−h)/α}, so ε_π
+grows like H/α, and ``H ε_π`` is already far above the largest possible gap (H, rewards
+are at most 1 a step). On this chain the bounds are vacuous: neither checked nor
+contradicted.
 """
 from __future__ import annotations
 
@@ -115,7 +123,7 @@ class CompoundingError:
 
 
 def compounding_error_mdp(horizon: int, eps: float = 0.01, alpha: float = 0.1) -> CompoundingError:
-    """A chain where imitation errors compound (gap ~ ε H²/2) and reward errors do not (~ δ H).
+    """A chain where imitation errors compound (gap ~ eps H²/2) and reward errors do not (~ δ H/2).
 
     Two states: ON_TRACK and DERAILED (absorbing, reward 0 forever). On track, GOOD earns
     1, OK earns ``1 − δ`` with ``δ = α·eps``, and MISTAKE earns 0 and derails. The expert
@@ -129,10 +137,12 @@ def compounding_error_mdp(horizon: int, eps: float = 0.01, alpha: float = 0.1) -
     so RL on r̂ takes OK at every step and loses ``≈ δ·H/2`` against the expert, but it
     never derails: the mistake has tiny probability under π̂, so tiny r̂.
 
-    ε here is a probability (a total-variation error per step). In log terms π̂'s error
-    on the mistake is much larger than eps, because the expert almost never makes it;
-    a learner whose log-probabilities were all within eps of the expert's could derail
-    at most e^eps times as often as the expert itself.
+    eps here is a probability (a total-variation error per step), fixed as H grows. In
+    log terms π̂'s error on the mistake is much larger than eps, because the expert almost
+    never makes it: Theorem 2's ε_π of this π̂ is ≈ H/α (it grows with H), so the
+    theorem's bounds ``H² ε_π`` and ``H ε_π`` say nothing here (both exceed H, the largest
+    gap possible). A learner whose log-probabilities were all within eps of the expert's
+    could derail at most e^eps times as often as the expert itself.
     """
     if not 0 < eps < 0.5:
         raise ValueError(f"eps must be in (0, 0.5), got {eps}")

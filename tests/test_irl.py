@@ -5,7 +5,7 @@ import torch
 from endorm_mini.irl import (action_counts, fit_potential, inverse_soft_q, log_likelihood,
                              reward_from_q, shaping_residual)
 from endorm_mini.mdp import (TokenMDP, random_mdp, reachable, reward_table, sample_trajectories,
-                             soft_value_iteration)
+                             soft_value_iteration, trajectory_return)
 
 F64 = torch.float64
 
@@ -109,14 +109,30 @@ def test_error_shrinks_with_more_demonstrations():
     assert reward_errors[2] < 0.3 * reward_errors[0]
 
 
+def every_episode(mdp):
+    """Every action sequence of length H from the single start state, and its states: [N, H]."""
+    H = mdp.horizon
+    actions = torch.cartesian_prod(*[torch.arange(mdp.num_actions)] * H).reshape(-1, H)
+    states = torch.empty_like(actions)
+    s = torch.full((len(actions),), int(mdp.initial.argmax()))
+    for h in range(mdp.horizon):
+        states[:, h] = s
+        s = mdp.next_state[s, actions[:, h]]
+    return states, actions
+
+
 def test_token_tree_rewards_recovered_from_logits():
-    """On the token MDP the recovered reward has the same response totals as the true one."""
+    """On the token MDP the recovered reward has the same response totals as the true one,
+    up to one constant shared by every response (the start state's potential)."""
     tm = TokenMDP(vocab_size=3, eos=0, horizon=3)
     mdp, prefixes = tm.to_tabular(lambda p, a: float(a == 2) - 0.3 * len(p))
-    _, Q = expert_logits(mdp, 1.0, seed=0)
+    _, Q = expert_logits(mdp, 1.0, seed=0)              # random constants, terminal state too
     r_hat = reward_from_q(mdp, Q, 1.0)
     assert shaping_residual(mdp, mdp.reward, r_hat) < 1e-8
     assert float(r_hat[:, -1].abs().max()) == 0.0                 # nothing after eos
+    episodes = every_episode(mdp)                                 # 27, ending at steps 1, 2 and 3
+    offset = trajectory_return(r_hat, *episodes) - trajectory_return(reward_table(mdp), *episodes)
+    assert float(offset.max() - offset.min()) < 1e-9
 
 
 def test_action_counts_and_bad_input():

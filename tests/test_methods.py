@@ -148,17 +148,6 @@ def test_bt_training_learns_its_pairs_and_leaves_the_lm_alone(tiny_tokenizer):
     assert len(rm("q0?", ["yes", "no", "maybe"])) == 3
 
 
-def test_bt_finetuning_copies_the_backbone(tiny_tokenizer):
-    model = make_gpt2(tiny_tokenizer, seed=4)
-    before = [p.clone() for p in model.parameters()]
-    pairs = [(f"q{k}?", f"yes {k}", f"no {k}") for k in range(8)]
-    rm, history = train_bradley_terry(model, tiny_tokenizer, pairs, BTConfig(
-        steps=5, lr=1e-3, batch_size=4, train_backbone=True, device="cpu", progress=False))
-    assert len(history) == 5
-    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
-    assert any(not torch.equal(a, b) for a, b in zip(before, rm.backbone.parameters()))
-
-
 # ----------------------------------------------------------------------------- the domain diagonal
 
 def test_diagonal_matrix_by_hand_and_dominance_can_fail():
@@ -193,14 +182,3 @@ def test_tiny_domains_diagonal_dominates_each_row():
     matrix, rows, columns = persona_diagonal(method, n=20, progress=False)
     assert rows == columns == ["Academy", "Business", "Entertainment", "Literature"]
     assert diagonal_dominates(matrix, rows, columns) == dict.fromkeys(rows, True), matrix
-
-
-def test_bradley_terry_scores_with_a_bf16_language_model(tiny_tokenizer):
-    import torch
-
-    from conftest import make_gpt2
-    from endorm_mini.bench.bradley_terry import BradleyTerryRM
-
-    rm = BradleyTerryRM(make_gpt2(tiny_tokenizer).to(torch.bfloat16), tiny_tokenizer)
-    scores = rm("What is 2+2?", ["4", "5"])
-    assert len(scores) == 2 and all(isinstance(s, float) for s in scores)

@@ -299,20 +299,20 @@ def test_no_pad_token_and_no_eos_are_handled_with_warnings(ab_tokenizer):
 
 
 @pytest.mark.filterwarnings("ignore:responses that never emit eos")
-def test_gradient_checkpointing_and_autocast_paths_give_the_same_update(ab_tokenizer):
-    """The CUDA settings, run on the CPU: checkpointing changes nothing; bf16/fp16 autocast little."""
+def test_gradient_checkpointing_gives_the_same_update(ab_tokenizer):
+    """A CUDA setting, run on the CPU: checkpointing changes nothing. (bf16/fp16 autocast:
+    tests/test_ppo_update.py compares one SGD step with fp32's.)"""
     def run(**kw):
         model = make_llama(ab_tokenizer, seed=3)
-        history = ppo.train(model, ab_tokenizer, ["a", "ab"], small_config(**kw)).history
-        return model, torch.cat([p.flatten() for p in model.parameters()]), history[-1]["policy_loss"]
-    base, weights, loss = run()
-    checkpointed, weights_gc, loss_gc = run(gradient_checkpointing=True)
+        ppo.train(model, ab_tokenizer, ["a", "ab"], small_config(**kw))
+        return model, torch.cat([p.flatten() for p in model.parameters()])
+    base, weights = run()
+    checkpointed, weights_gc = run(gradient_checkpointing=True)
     flag = "is_activation_checkpointing" if hasattr(base, "is_activation_checkpointing") else "is_gradient_checkpointing"
     assert getattr(checkpointed, flag) and not getattr(base, flag)
     torch.testing.assert_close(weights_gc, weights, atol=1e-6, rtol=0)
-    for dtype in ("bf16", "fp16"):  # Adam's sign-like steps amplify rounding: compare losses, not weights
-        _, weights_half, loss_half = run(dtype=dtype)
-        assert torch.isfinite(weights_half).all() and loss_half == pytest.approx(loss, abs=0.01)
+    start = torch.cat([p.flatten() for p in make_llama(ab_tokenizer, seed=3).parameters()])
+    assert (weights - start).abs().max() > 1e-3            # it trained: a step to compare
 
 
 class KillAt:

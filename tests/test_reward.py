@@ -22,15 +22,31 @@ def naive_rewards(model, tokenizer, prompt, response, alpha, system=None):
     return logprobs, values[:-1], rewards
 
 
+def prefix_by_prefix(model, tokenizer, prompt, response, alpha, system=None):
+    """``(α log π̂(y | x), V(s_1))``, one forward per prefix: no batch, no chunks, no slicing."""
+    p, r = prompt_ids(tokenizer, prompt, system), response_ids(tokenizer, response)
+    logp, v1 = 0.0, None
+    for h, a in enumerate(r):
+        with torch.no_grad():
+            f = model(torch.tensor([p + r[:h]])).logits[0, -1].double()      # f̂(s_h, ·)
+        if h == 0:
+            v1 = alpha * float(torch.logsumexp(f / alpha, -1))
+        logp += float(torch.log_softmax(f / alpha, -1)[a])
+    return alpha * logp, v1
+
+
 @pytest.mark.parametrize("alpha", [0.5, 1.0, 2.0])
 def test_total_telescopes(tiny_model, tiny_tokenizer, alpha):
-    er = EndogenousReward(tiny_model, tiny_tokenizer, alpha=alpha, device="cpu")
+    """Σ_h r̂ = α log π̂(y | x) + V(s_1) (eq. 12 summed, V = 0 after eos), the right side
+    computed on its own, prefix by prefix (not from the scorer's log π̂ and V)."""
+    er = EndogenousReward(tiny_model, tiny_tokenizer, alpha=alpha, device="cpu", chunk_size=3)
     for response in RESPONSES:
         res = er.score(PROMPT, response, system="You are terse.")
         assert res.ended and res.final_value == 0.0
-        expected = alpha * float(res.logprobs.sum()) + float(res.values[0])
-        assert res.total == pytest.approx(expected, abs=1e-4)
-        assert res.total == pytest.approx(float(res.rewards.sum()), abs=1e-5)
+        alpha_logp, v1 = prefix_by_prefix(tiny_model, tiny_tokenizer, PROMPT, response, alpha,
+                                          "You are terse.")
+        assert res.total == pytest.approx(alpha_logp + v1, abs=1e-4)
+        assert abs(v1) > 1.0 and abs(alpha_logp) > 1.0       # neither term could go missing unseen
 
 
 @pytest.mark.parametrize("alpha", [0.5, 1.0])
@@ -47,11 +63,15 @@ def test_matches_full_forward_and_scores_only_the_response(tiny_model, tiny_toke
 
 
 def test_a_wrong_shaping_is_caught(tiny_tokenizer):
-    """The parity check above can fail: V(s_h) in place of V(s_{h+1}) gives other rewards."""
+    """The parity check above can fail: V(s_h) in place of V(s_{h+1}), from the model's own
+    logits (not from the scorer's output), gives other rewards and another total."""
     model = make_llama(tiny_tokenizer)
     res = EndogenousReward(model, tiny_tokenizer, device="cpu").score(PROMPT, RESPONSES[1])
-    q = res.rewards + torch.cat([res.values[1:], torch.zeros(1)])   # f̂(s_h, a_h)
-    wrong = q - res.values                                           # f̂(s_h,a_h) − V(s_h)
+    p, r = prompt_ids(tiny_tokenizer, PROMPT), response_ids(tiny_tokenizer, RESPONSES[1])
+    with torch.no_grad():
+        f = model(torch.tensor([p + r])).logits[0, len(p) - 1:-1].double()   # [T, V] at s_1 … s_T
+    q = f.gather(-1, torch.tensor(r)[:, None])[:, 0]                          # f̂(s_h, a_h)
+    wrong = (q - torch.logsumexp(f, -1)).float()                  # f̂(s_h, a_h) − V(s_h)
     assert not torch.allclose(wrong, res.rewards, atol=1e-3)
     assert abs(float(wrong.sum()) - res.total) > 1e-2
 
