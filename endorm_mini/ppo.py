@@ -98,7 +98,8 @@ def make_value_head(model) -> torch.nn.Linear:
     """V_φ(s) = w·h(s) + b on the policy's final hidden state, zero-initialised: one forward
     gives logits and values (a critic LM would double memory: a 0.5B model must fit a T4).
     With an endogenous reward the critic is ``V_ref(s) + V_φ(s)``: the reference's soft value
-    (eq. 11, free from its forward) carries the per-prompt return; the head learns the rest."""
+    (eq. 11, free from its forward) carries the per-prompt return; the head learns the rest.
+    The head is fp32 whatever the policy's dtype: hidden states are cast to it."""
     embeddings = model.get_output_embeddings().weight
     head = torch.nn.Linear(embeddings.shape[1], 1)
     torch.nn.init.zeros_(head.weight)
@@ -154,7 +155,7 @@ def generate(model, value_head, tokenizer, prompts, max_new_tokens: int,
         tokens.append(a)
         masks.append(~done)
         logprobs.append(logp.gather(-1, a[:, None]).squeeze(-1) * ~done)
-        values.append(value_head(out.hidden_states[-1][:, -1]).squeeze(-1).float() * ~done)
+        values.append(value_head(out.hidden_states[-1][:, -1].float()).squeeze(-1) * ~done)
         done = done | (a == eos)
         if done.all():
             break
@@ -292,7 +293,7 @@ def ppo_update(model, value_head, optimizer, scaler, batch: dict, cfg: PPOConfig
             with autocast:
                 logits, hidden = response_forward(model, mb["input_ids"], mb["attention_mask"], T)
                 logits = logits[:, :-1].float() / cfg.temperature                  # B, T, V
-                values = value_head(hidden[:, :-1]).squeeze(-1).float() + mb["baseline"]  # B, T
+                values = value_head(hidden[:, :-1].float()).squeeze(-1).float() + mb["baseline"]
             logprobs = action_logprobs(logits, mb["actions"])
             pg_loss, clipfrac = policy_loss(logprobs, mb["logprobs"], mb["advantages"], mb_mask,
                                             cfg.clip_eps)
