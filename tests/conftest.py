@@ -41,3 +41,17 @@ def make_llama(tokenizer, seed=0, tie=False):
 def tiny_model(request, tiny_tokenizer):
     maker = make_gpt2 if request.param == "gpt2" else make_llama
     return maker(tiny_tokenizer)
+
+
+def lm_distribution(model, tokenizer, prompt, horizon):
+    """Every complete response of a causal LM and its probability, by brute force: one
+    forward per prefix (the reference the exact enumeration in ``limits`` is tested against)."""
+    from endorm_mini.chat import prompt_ids
+    from endorm_mini.mdp import TokenMDP, response_distribution
+    context = prompt_ids(tokenizer, prompt)
+
+    def policy(prefix):
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([context + list(prefix)])).logits[0, -1]
+        return torch.softmax(logits.double(), -1)
+    return response_distribution(TokenMDP(len(tokenizer), tokenizer.eos_token_id, horizon), policy)

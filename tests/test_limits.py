@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from conftest import make_gpt2, make_llama
+from conftest import lm_distribution, make_gpt2, make_llama
 
 from endorm_mini import limits, tasks, walks
 from endorm_mini.chat import prompt_ids
@@ -91,16 +91,6 @@ def lm_case():
     with torch.no_grad():
         model.transformer.wte.weight.mul_(6)   # a peaked model: a few likely responses
     return model, tok
-
-
-def lm_distribution(model, tok, prompt, horizon):
-    context = prompt_ids(tok, prompt)
-
-    def policy(prefix):
-        with torch.no_grad():
-            logits = model(input_ids=torch.tensor([context + list(prefix)])).logits[0, -1]
-        return torch.softmax(logits.double(), -1)
-    return response_distribution(TokenMDP(len(tok), tok.eos_token_id, horizon), policy)
 
 
 def test_enumeration_and_modes_match_brute_force_on_a_real_lm(lm_case):

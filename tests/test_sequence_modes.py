@@ -7,24 +7,11 @@ import math
 import pytest
 import torch
 
-from conftest import make_gpt2
+from conftest import lm_distribution, make_gpt2
 from endorm_mini import limits
-from endorm_mini.chat import prompt_ids
-from endorm_mini.mdp import TokenMDP, response_distribution
 from endorm_mini.zoo import char_tokenizer
 
 PROMPTS = ["ab", "b", "abba"]
-
-
-def brute_force(model, tok, prompt, horizon):
-    """Every complete response and its probability, one forward per prefix."""
-    context = prompt_ids(tok, prompt)
-
-    def policy(prefix):
-        with torch.no_grad():
-            logits = model(input_ids=torch.tensor([context + list(prefix)])).logits[0, -1]
-        return torch.softmax(logits.double(), -1)
-    return response_distribution(TokenMDP(len(tok), tok.eos_token_id, horizon), policy)
 
 
 def test_sequence_modes_where_greedy_decoding_is_not_the_mode():
@@ -35,7 +22,7 @@ def test_sequence_modes_where_greedy_decoding_is_not_the_mode():
     modes = limits.sequence_modes(model, tok, PROMPTS, max_new_tokens=3, device="cpu")
     greedy = limits._search(model, tok, PROMPTS, None, 3, None, 1024, "cpu", greedy=True)
     for prompt, (text, logp), g in zip(PROMPTS, modes, greedy):
-        dist = brute_force(model, tok, prompt, 3)
+        dist = lm_distribution(model, tok, prompt, 3)
         best = max(dist, key=dist.get)
         assert g.token_ids[0] != best                                  # the case this test is for
         assert float(g.logprobs[0]) < math.log(dist[best]) - 0.05
