@@ -76,7 +76,8 @@ def run_tour(out_dir: str | Path = "endorm-mini-tour", device: str = "cpu", n_pe
           f"{greedy:.2f}, sampled (T = 1) {sampled:.2f}. RL on its own endogenous reward "
           "climbs toward the greedy figure (lesson 09).")
     print(f"\nfigure saved to {figure}")
-    print("next: the lessons in lessons/ (start with 00_start_here.ipynb); `endorm-mini --help`.")
+    print("next: `endorm-mini start` copies the lessons into my-lessons/, your folder; open "
+          "00_start_here.ipynb there. `endorm-mini --help` lists the commands.")
     return {"total": good.total, "identity": identity, "overall": table["overall"]["avg"],
             "greedy": greedy, "sampled": sampled, "figure": figure, "diagonal": matrix}
 
