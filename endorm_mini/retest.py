@@ -251,10 +251,15 @@ def reference_shape(ex: checks.Exercise) -> str | None:
     return normalised(defs[0]) if defs else None
 
 
+BUILTINS_ONLY = {"exec", "eval", "compile", "__import__"}   # re.compile, df.eval are fine
+
+
 def banned_use(fn_def: ast.FunctionDef) -> str | None:
+    """What the ``def`` uses to build, copy or read code, or to switch off the profiler."""
     for node in ast.walk(fn_def):
         name = node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else None
-        if name in BANNED_NAMES:
+        if name in BANNED_NAMES and not (isinstance(node, ast.Attribute) and name in BUILTINS_ONLY
+                                         and not (isinstance(node.value, ast.Name) and node.value.id == "builtins")):
             return BANNED_NAMES[name]
     return None
 

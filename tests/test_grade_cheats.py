@@ -254,3 +254,24 @@ def test_batch_grading_writes_csv_and_json_and_survives_bad_and_hanging_notebook
     assert [Path(d["student_file"]).name for d in data] == ["alice.ipynb", "bob.ipynb", "carol.ipynb"]
     assert data[0]["points"] == 1 and data[0]["exercises"][0]["status"] == "passed"
     assert "total: 2/2 exercises passed in 3 notebooks" in capsys.readouterr().out
+
+
+def test_the_source_scan_refuses_code_tricks_but_not_re_compile():
+    import ast
+
+    from endorm_mini.retest import banned_use, normalised, reference_shape
+
+    def scan(src):
+        return banned_use(ast.parse(src).body[0])
+    assert scan("def f(x):\n    return re.compile('a+').match(x)") is None
+    assert scan("def f(x):\n    return x.eval()") is None
+    assert scan("def f(x):\n    exec('y = 1')") == "exec"
+    assert scan("def f(x):\n    builtins.eval('1')") == "eval"
+    assert scan("def f(x):\n    from inspect import getsource\n    return getsource(x)") == "inspect.getsource"
+    assert scan("def f(g):\n    return g.__code__") == "a function's __code__"
+    # The reference's text with other names is a copy; with another docstring it is not.
+    ref = reference_shape(checks.get("0.1"))
+    pasted = ('def mine(f, a: float = 1.0):\n    """``V(s) = α logsumexp(f(s,·)/α)``   over the last '
+              '(vocabulary) dimension (eq. 11)."""\n    return a * torch.logsumexp(f / a, dim=-1)\n')
+    assert normalised(ast.parse(pasted).body[0]) == ref
+    assert normalised(ast.parse(pasted.replace("over the last", "over")).body[0]) != ref
