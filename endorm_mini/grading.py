@@ -465,6 +465,12 @@ def read_notebook(path: str | Path):
             and isinstance(c.get("source", ""), (str, list)) for c in cells):
         raise NotebookError(f"{path}: not a notebook (it needs a list of cells, each with a cell_type "
                             "and a source)")
+    for i, cell in enumerate(cells):       # a hand-written notebook may leave these out
+        cell.setdefault("metadata", {})
+        cell.setdefault("id", f"cell-{i}")
+        if cell["cell_type"] == "code":
+            cell.setdefault("outputs", [])
+            cell.setdefault("execution_count", None)
     data.setdefault("nbformat", 4)
     data.setdefault("nbformat_minor", 5)
     data.setdefault("metadata", {})
@@ -544,7 +550,8 @@ def grade_notebook(path: str | Path, timeout: float = 300, limit: float = 1800,
     status = "ran"
     with tempfile.TemporaryDirectory() as tmp:
         spec, result = Path(tmp) / "retest.json", Path(tmp) / "result.json"
-        modules = sorted({checks.get(e).module for e in expected} - {checks.lesson_module(lesson)})
+        modules = sorted({checks.get(e).module for e in expected} -
+                         ({checks.lesson_module(lesson)} if lesson is not None else set()))
         spec.write_text(json.dumps({"cells": code, "exercises": expected, "modules": modules,
                                     "seed": seed if seed is not None else secrets.randbits(31)}))
         env = {**notebooks.kernel_env(), "OMP_NUM_THREADS": "1"}

@@ -275,3 +275,13 @@ def test_the_source_scan_refuses_code_tricks_but_not_re_compile():
               '(vocabulary) dimension (eq. 11)."""\n    return a * torch.logsumexp(f / a, dim=-1)\n')
     assert normalised(ast.parse(pasted).body[0]) == ref
     assert normalised(ast.parse(pasted.replace("over the last", "over")).body[0]) != ref
+
+
+def test_a_hand_written_minimal_notebook_is_graded(tmp_path):
+    """Cells without metadata, outputs or ids, a list source, no file-name number: graded
+    on the metadata's lesson."""
+    path = tmp_path / "mine.ipynb"
+    path.write_text(json.dumps({"metadata": {"endorm_mini": {"lesson": 0}}, "cells": [
+        {"cell_type": "code", "source": ["import torch\n", HEADER, *WRONG.splitlines(True)]}]}))
+    row = _grade(path)["0.1"]
+    assert row.result == "failed" and "likely mistake: a hard max" in row.detail
