@@ -555,9 +555,10 @@ def grade_notebook(path: str | Path, timeout: float = 300, limit: float = 1800,
         spec.write_text(json.dumps({"cells": code, "exercises": expected, "modules": modules,
                                     "seed": seed if seed is not None else secrets.randbits(31)}))
         env = {**notebooks.kernel_env(), "OMP_NUM_THREADS": "1"}
+        errors = open(Path(tmp) / "retest.err", "w+", encoding="utf-8")   # a file: a pipe could fill and block
         worker = subprocess.Popen([sys.executable, "-m", "endorm_mini.retest", str(spec), str(result)],
-                                  cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                  env=env, start_new_session=True)
+                                  cwd=tmp, stdout=subprocess.DEVNULL, stderr=errors, env=env,
+                                  start_new_session=True)
         run_dir = Path(tmp) / "run"
         run_dir.mkdir()
         nbformat.write(nb, run_dir / "notebook.ipynb")
@@ -580,9 +581,9 @@ def grade_notebook(path: str | Path, timeout: float = 300, limit: float = 1800,
             results = json.loads(result.read_text()) if result.exists() else {}
         except ValueError:
             results = {}
-        worker_error = (worker.stderr.read() if worker.stderr else "").strip()
-        if worker.stderr:
-            worker.stderr.close()
+        errors.seek(0)
+        worker_error = errors.read()[-20000:].strip()
+        errors.close()
     rows = []
     for eid in expected:
         name = checks.get(eid).name
