@@ -552,7 +552,7 @@ def grade_notebook(path: str | Path, timeout: float = 300, limit: float = 1800,
         spec, result = Path(tmp) / "retest.json", Path(tmp) / "result.json"
         modules = sorted({checks.get(e).module for e in expected} -
                          ({checks.lesson_module(lesson)} if lesson is not None else set()))
-        spec.write_text(json.dumps({"cells": code, "exercises": expected, "modules": modules,
+        spec.write_text(json.dumps({"cells": code, "exercises": expected, "modules": modules, "timeout": timeout,
                                     "seed": seed if seed is not None else secrets.randbits(31)}))
         env = {**notebooks.kernel_env(), "OMP_NUM_THREADS": "1"}
         errors = open(Path(tmp) / "retest.err", "w+", encoding="utf-8")   # a file: a pipe could fill and block

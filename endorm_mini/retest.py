@@ -33,6 +33,7 @@ import importlib
 import inspect
 import json
 import secrets
+import signal
 import sys
 import textwrap
 import threading
@@ -53,6 +54,10 @@ BANNED_NAMES = {"exec": "exec", "eval": "eval", "compile": "compile", "__import_
                 "__code__": "a function's __code__", "getsource": "inspect.getsource",
                 "getsourcelines": "inspect.getsourcelines", "findsource": "inspect.findsource",
                 "__file__": "a module's __file__", "getprofile": "sys.getprofile"}
+
+
+class TooSlow(BaseException):
+    """The learner's function ran past the per-exercise time limit (``SIGALRM``)."""
 
 
 class TripWire(RuntimeError):
@@ -332,7 +337,7 @@ def retest(ex: checks.Exercise, cells: list[str], seed: int) -> dict:
                     profiler_off = profiler_off or sys.getprofile() is not mine
             finally:
                 threading.setprofile(None)
-            if isinstance(outcomes[-1], NotImplementedError) or TRIPPED:
+            if isinstance(outcomes[-1], (NotImplementedError, TooSlow)) or TRIPPED:
                 break
     tripped, TRIPPED[:] = list(TRIPPED), []
     patched = grading.compare is not compare or compare.__code__ is not compare_code
@@ -352,6 +357,8 @@ def retest(ex: checks.Exercise, cells: list[str], seed: int) -> dict:
         shown = checks.Case(label, case.args, case.kwargs)
         if isinstance(outcome, NotImplementedError):
             return _row("not attempted", "the exercise still raises NotImplementedError")
+        if isinstance(outcome, TooSlow):
+            return _row("failed", f"✘ {tag}: did not finish within {outcome} s on case {label!r}")
         if isinstance(outcome, BaseException):
             return _row("failed", grading._failure(ex, shown, f"{type(outcome).__name__}: {outcome}",
                                                    what="your function raised"))
@@ -382,10 +389,22 @@ def main(argv: list[str]) -> int:
         except ValueError as err:
             results[eid] = _row("failed", str(err))
             continue
+        limit = int(max(1, spec.get("timeout") or 0))
+
+        def too_slow(signum, frame, limit=limit):
+            raise TooSlow(limit)
+        if spec.get("timeout") and hasattr(signal, "SIGALRM"):
+            signal.signal(signal.SIGALRM, too_slow)
+            signal.alarm(limit)
         try:
             results[eid] = retest(ex, spec["cells"], seed)
+        except TooSlow:
+            results[eid] = _row("failed", f"✘ {eid}: the re-test did not finish within {limit} s")
         except BaseException as err:  # noqa: BLE001 - one exercise never stops the others
             results[eid] = _row("failed", f"✘ {eid}: the re-test stopped: {type(err).__name__}: {err}")
+        finally:
+            if hasattr(signal, "SIGALRM"):
+                signal.alarm(0)
         with open(argv[1], "w", encoding="utf-8") as f:   # written after each, kept if one hangs
             json.dump(results, f)
     return 0

@@ -285,3 +285,11 @@ def test_a_hand_written_minimal_notebook_is_graded(tmp_path):
         {"cell_type": "code", "source": ["import torch\n", HEADER, *WRONG.splitlines(True)]}]}))
     row = _grade(path)["0.1"]
     assert row.result == "failed" and "likely mistake: a hard max" in row.detail
+
+
+def test_a_hanging_exercise_fails_alone_within_the_cell_timeout(tmp_path):
+    path = _notebook(tmp_path, "def soft_value(logits, alpha=1.0):\n    while True:\n        pass\n")
+    report = grading.grade_notebook(path, timeout=5, limit=120)
+    row = report.rows[0]
+    assert row.result == "failed" and "did not finish within 5 s" in row.detail, row
+    assert report.status == "ran"
