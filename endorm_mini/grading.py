@@ -6,7 +6,9 @@ an explicit tolerance and prints one line, ``✔ 4.2 endogenous_rewards: passed`
 an :class:`ExerciseError` naming what differed, the likely mistake and the equation.
 Returning an input fails (no case's answer equals an input) and calling the reference is
 refused (watched with ``sys.setprofile``). ``endorm-mini grade`` runs a notebook under
-``pytest --nbval-lax`` and prints a per-exercise table.
+``pytest --nbval-lax`` and, at the same time, re-tests each exercise function out of it in
+a fresh process with trip-wires and fresh cases (:mod:`endorm_mini.retest`); only the
+re-test scores. It prints a per-exercise table, or writes CSV/JSON for a whole class.
 """
 from __future__ import annotations
 
@@ -413,6 +415,27 @@ class Row(NamedTuple):
     result: str   # passed · failed · not attempted · missing · not run
     detail: str   # why, for anything but passed
 
+    @property
+    def points(self) -> int:
+        return int(self.result == "passed")
+
+
+class NotebookError(ValueError):
+    """The file is not a notebook that grade can run: one line naming it."""
+
+
+class GradeReport(NamedTuple):
+    path: str
+    lesson: int | None
+    rows: list[Row]
+    others: list[str]      # failures of the notebook itself, one line each
+    status: str = "ran"    # ran · timed out · error
+    seconds: float = 0.0
+
+    @property
+    def points(self) -> int:
+        return sum(r.points for r in self.rows)
+
 
 def _error_line(text: str) -> str:
     """The check's ``✘ …`` line of a failed cell's report, else its last exception line."""
@@ -424,106 +447,274 @@ def _error_line(text: str) -> str:
     return errors[-1] if errors else (text.strip().splitlines() or ["failed"])[-1]
 
 
-def _run_nbval(nb, timeout: float) -> dict[int, tuple[str, str]]:
-    """``{code cell number: (passed|failed|skipped, report)}`` of ``pytest --nbval-lax``."""
+def read_notebook(path: str | Path):
+    """The notebook at ``path``, or :class:`NotebookError` in one line naming the file."""
+    import json
+
+    import nbformat
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no notebook at {path}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as err:
+        raise NotebookError(f"{path}: not a notebook (not JSON: {str(err).splitlines()[0]})") from None
+    cells = data.get("cells") if isinstance(data, dict) else None
+    if not isinstance(cells, list) or not all(
+            isinstance(c, dict) and c.get("cell_type") in ("code", "markdown", "raw")
+            and isinstance(c.get("source", ""), (str, list)) for c in cells):
+        raise NotebookError(f"{path}: not a notebook (it needs a list of cells, each with a cell_type "
+                            "and a source)")
+    for i, cell in enumerate(cells):       # a hand-written notebook may leave these out
+        cell.setdefault("metadata", {})
+        cell.setdefault("id", f"cell-{i}")
+        if cell["cell_type"] == "code":
+            cell.setdefault("outputs", [])
+            cell.setdefault("execution_count", None)
+    data.setdefault("nbformat", 4)
+    data.setdefault("nbformat_minor", 5)
+    data.setdefault("metadata", {})
+    try:
+        return nbformat.reads(json.dumps(data), as_version=4)
+    except Exception as err:  # noqa: BLE001 - any reader failure is a bad notebook
+        raise NotebookError(f"{path}: not a notebook ({type(err).__name__}: {err})") from None
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    import signal
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def _nbval_cells(junit: Path) -> dict[int, tuple[str, str]]:
+    cells = {}
+    if not junit.exists():
+        return cells
+    for case in ElementTree.parse(junit).getroot().iter("testcase"):
+        m = re.search(r"Cell (\d+)", case.get("name", ""))
+        bad = next((c for c in case if c.tag in ("failure", "error", "skipped")), None)
+        outcome = "passed" if bad is None else "skipped" if bad.tag == "skipped" else "failed"
+        if m:
+            cells[int(m.group(1))] = (outcome, "" if bad is None else (bad.text or "") + (bad.get("message") or ""))
+    return cells
+
+
+def _expected_exercises(nb, path: Path) -> tuple[int | None, list[str], list[str]]:
+    """The lesson, the exercises to grade (the registry's for the lesson named by the
+    notebook's metadata, else its file name, else its exercise headers) and notes."""
+    from . import notebooks
+    meta = nb.metadata.get(notebooks.BUILD_KEY, {}) if isinstance(nb.metadata, dict) else {}
+    lesson = meta.get("lesson") if isinstance(meta.get("lesson"), int) else notebooks.lesson_number(path)
+    if lesson is None:
+        headers = [e for c in nb.cells if c.cell_type == "code" for e in notebooks.exercise_ids(c.source)]
+        lesson = int(headers[0].split(".")[0]) if headers else None
+    expected = [ex.id for ex in checks.lesson_exercises(lesson)] if lesson is not None else []
+    notes = []
+    listed = meta.get("exercises")
+    if isinstance(listed, list) and listed != expected:
+        notes.append(f"the notebook's metadata lists exercises {', '.join(map(str, listed)) or 'none'}; "
+                     f"lesson {lesson} has {', '.join(expected) or 'none'}: graded on the latter")
+    if lesson is None:
+        notes.append("no lesson number in the metadata, the file name or the exercise headers: nothing to grade")
+    return lesson, expected, notes
+
+
+def grade_notebook(path: str | Path, timeout: float = 300, limit: float = 1800,
+                   seed: int | None = None) -> GradeReport:
+    """Grade a learner's notebook: run it under nbval (lax) so that its code runs in
+    context, and, at the same time, re-test each exercise function out of it in a fresh
+    process (:mod:`endorm_mini.retest`: trip-wires, fresh seeded cases). Only the re-test
+    scores; what the notebook's own check cells printed does not count.
+
+    ``timeout``: seconds per cell; ``limit``: seconds for the whole notebook (a hanging
+    notebook is stopped and reported). ``seed``: the fresh cases' seed (default: drawn now,
+    with :mod:`secrets`). Raises ``FileNotFoundError`` or :class:`NotebookError`.
+    """
+    import json
+    import secrets
+    import time
+
     import nbformat
     from . import notebooks
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "notebook.ipynb"
-        nbformat.write(nb, path)
-        (Path(tmp) / "pytest.ini").write_text("[pytest]\n")  # not the caller's settings
-        cmd = [sys.executable, "-m", "pytest", str(path), "--nbval-lax", "--nbval-current-env",
-               f"--nbval-cell-timeout={timeout:g}", "-p", "no:cacheprovider", "-p", "no:benchmark", "-q",
-               f"--junitxml={tmp}/junit.xml"]
-        subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, env=notebooks.kernel_env())
-        junit = Path(tmp) / "junit.xml"
-        if not junit.exists():
-            return {}
-        cells = {}
-        for case in ElementTree.parse(junit).getroot().iter("testcase"):
-            m = re.search(r"Cell (\d+)", case.get("name", ""))
-            bad = next((c for c in case if c.tag in ("failure", "error", "skipped")), None)
-            outcome = "passed" if bad is None else "skipped" if bad.tag == "skipped" else "failed"
-            if m:
-                cells[int(m.group(1))] = (outcome, "" if bad is None else
-                                          (bad.text or "") + (bad.get("message") or ""))
-        return cells
-
-
-def grade_notebook(path: str | Path, timeout: float = 300) -> tuple[list[Row], list[str]]:
-    """Run a learner's notebook under nbval (lax) and score its exercises.
-
-    The exercises expected are those registered for the notebook's lesson (written in its
-    metadata by build-lessons, else the ``NN`` of ``NN_name.ipynb``), so deleting a check
-    cell or renaming the file does not help; failing both, the ids of its check cells.
-    Returns the rows and the failures of other cells. Colab metadata is stripped first.
-    """
     if importlib.util.find_spec("nbval") is None:
         raise ValueError("endorm-mini grade needs nbval: pip install nbval")
-    import nbformat
-    from . import notebooks
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no notebook at {path}")
-    nb = nbformat.read(path, as_version=4)
-    lesson = nb.metadata.get(notebooks.BUILD_KEY, {}).get("lesson", notebooks.lesson_number(path))
+    start = time.perf_counter()
+    nb = read_notebook(path)
+    lesson, expected, notes = _expected_exercises(nb, path)
     nb = notebooks.clean(nb)
     code = [c.source for c in nb.cells if c.cell_type == "code"]
-    check_at = {e: i for i, s in reversed(list(enumerate(code))) for e in notebooks.check_ids(s)}
+    check_at = {e: i for i, s in enumerate(code) for e in notebooks.check_ids(s)}
     exercise_at = {e: i for i, s in enumerate(code) for e in notebooks.exercise_ids(s)}
-    expected = [ex.id for ex in checks.lesson_exercises(lesson)] if lesson is not None else []
-    cells = _run_nbval(nb, timeout)
-    rows = []
-    for eid in expected or sorted(check_at, key=lambda e: check_at[e]):
+    status = "ran"
+    with tempfile.TemporaryDirectory() as tmp:
+        spec, result = Path(tmp) / "retest.json", Path(tmp) / "result.json"
+        modules = sorted({checks.get(e).module for e in expected} -
+                         ({checks.lesson_module(lesson)} if lesson is not None else set()))
+        spec.write_text(json.dumps({"cells": code, "exercises": expected, "modules": modules, "timeout": timeout,
+                                    "seed": seed if seed is not None else secrets.randbits(31)}))
+        env = {**notebooks.kernel_env(), "OMP_NUM_THREADS": "1"}
+        errors = open(Path(tmp) / "retest.err", "w+", encoding="utf-8")   # a file: a pipe could fill and block
+        worker = subprocess.Popen([sys.executable, "-m", "endorm_mini.retest", str(spec), str(result)],
+                                  cwd=tmp, stdout=subprocess.DEVNULL, stderr=errors, env=env,
+                                  start_new_session=True)
+        run_dir = Path(tmp) / "run"
+        run_dir.mkdir()
+        nbformat.write(nb, run_dir / "notebook.ipynb")
+        (run_dir / "pytest.ini").write_text("[pytest]\n")  # not the caller's settings
+        cmd = [sys.executable, "-m", "pytest", "notebook.ipynb", "--nbval-lax", "--nbval-current-env",
+               f"--nbval-cell-timeout={timeout:g}", "-p", "no:cacheprovider", "-p", "no:benchmark", "-q",
+               "--junitxml=junit.xml"]
+        runner = subprocess.Popen(cmd, cwd=run_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  env=notebooks.kernel_env(), start_new_session=True)
+        late = []
+        for what, proc in (("the notebook", runner), ("the re-test", worker)):
+            try:
+                proc.wait(timeout=max(1.0, limit - (time.perf_counter() - start)))
+            except subprocess.TimeoutExpired:
+                _kill(proc)
+                status = "timed out"
+                late.append(what)
+        cells = _nbval_cells(run_dir / "junit.xml")
         try:
-            name = checks.get(eid).name
+            results = json.loads(result.read_text()) if result.exists() else {}
         except ValueError:
-            name = "?"
-        if eid not in check_at:
-            rows.append(Row(eid, name, "missing", "no check cell for it in this notebook"))
-            continue
-        outcome, report = cells.get(check_at[eid], ("not run", "the notebook stopped before it"))
-        ex_outcome, ex_report = cells.get(exercise_at.get(eid, -1), ("passed", ""))
-        if outcome == "passed":
-            rows.append(Row(eid, name, "passed", ""))
-        elif "NotImplementedError" in report or "ExerciseNotImplemented" in report:
-            rows.append(Row(eid, name, "not attempted", "the exercise still raises NotImplementedError"))
-        elif ex_outcome == "failed":
-            rows.append(Row(eid, name, "failed", "exercise cell: " + _error_line(ex_report)))
+            results = {}
+        errors.seek(0)
+        worker_error = errors.read()[-20000:].strip()
+        errors.close()
+    rows = []
+    for eid in expected:
+        name = checks.get(eid).name
+        if eid in results:
+            rows.append(Row(eid, name, results[eid]["result"], results[eid]["detail"]))
+        elif eid not in exercise_at:
+            rows.append(Row(eid, name, "missing", f"no '# EXERCISE {eid}' cell in this notebook"))
         else:
-            rows.append(Row(eid, name, "failed" if outcome == "failed" else "not run",
-                            _error_line(report)))
+            why = f"the re-test did not finish within {limit:g} s" if status == "timed out" else \
+                f"the re-test stopped: {_error_line(worker_error)}" if worker_error else "the re-test stopped"
+            rows.append(Row(eid, name, "not run", why))
+    others = list(notes)
+    if status == "timed out":
+        others.append(f"{' and '.join(late)} did not finish within {limit:g} s (stopped)")
+    elif not cells:
+        others.append("pytest --nbval-lax produced no results (the notebook could not run)")
     graded = set(check_at.values()) | set(exercise_at.values())
-    others = [f"code cell {i}: {_error_line(report)}" + (" (an unfinished exercise)" * (
-        "NotImplementedError" in report)) for i, (outcome, report) in sorted(cells.items())
-        if outcome == "failed" and i not in graded]
-    if not cells:
-        others.append("pytest --nbval-lax produced no results (is the notebook valid JSON?)")
-    return rows, others
+    unfinished = [exercise_at[r.exercise] for r in rows if r.result != "passed" and r.exercise in exercise_at]
+    first_bad = min(unfinished, default=len(code))
+    failed = [(i, report) for i, (outcome, report) in sorted(cells.items()) if outcome == "failed" and i not in graded]
+    downstream = [i for i, _ in failed if i > first_bad]
+    others += [f"code cell {i}: {_error_line(report)}" for i, report in failed if i <= first_bad]
+    if downstream:
+        others.append(f"{len(downstream)} later cell(s) failed downstream of unfinished or failing exercises "
+                      f"(code cells {', '.join(map(str, downstream))})")
+    return GradeReport(str(path), lesson, rows, others, status, time.perf_counter() - start)
+
+
+def _notebook_paths(items: list[str]) -> list[Path]:
+    out = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            out += sorted(q for q in p.rglob("*.ipynb") if ".ipynb_checkpoints" not in q.parts
+                          and notebooks_backup_dir() not in q.parts)
+        else:
+            out.append(p)
+    return out
+
+
+def notebooks_backup_dir() -> str:
+    from . import notebooks
+    return notebooks.BACKUPS
+
+
+def _print_report(report: GradeReport) -> None:
+    print(report.path)
+    print(f"  {'exercise':<9} {'name':<28} result")
+    for row in report.rows:
+        print(f"  {row.exercise:<9} {row.name:<28} {row.result}")
+        if row.detail and row.result != "passed":
+            for line in row.detail.splitlines():
+                print(f"  {'':<9} {line.strip() if line.startswith('✘') else line}")
+    for other in report.others:
+        print(f"  also: {other}")
+    print(f"  score: {report.points}/{len(report.rows)} exercises passed")
+
+
+def _table(reports: list[GradeReport]) -> list[dict]:
+    rows = []
+    for rep in reports:
+        for r in rep.rows:
+            rows.append({"student_file": rep.path, "lesson": rep.lesson, "exercise": r.exercise,
+                         "status": r.result, "points": r.points, "message": r.detail})
+        if rep.status != "ran" or (not rep.rows and rep.others):
+            rows.append({"student_file": rep.path, "lesson": rep.lesson, "exercise": "(notebook)",
+                         "status": rep.status if rep.status != "ran" else "error", "points": 0,
+                         "message": "; ".join(rep.others)})
+        rows.append({"student_file": rep.path, "lesson": rep.lesson, "exercise": "total",
+                     "status": f"{rep.points}/{len(rep.rows)}", "points": rep.points, "message": ""})
+    return rows
 
 
 def _grade_command(args) -> int:
-    total, passed, clean_run = 0, 0, True
-    for path in args.notebooks:
-        rows, others = grade_notebook(path, args.timeout)
-        print(path)
-        print(f"  {'exercise':<9} {'name':<28} result")
-        for row in rows:
-            print(f"  {row.exercise:<9} {row.name:<28} {row.result}")
-            if row.detail and row.result != "passed":
-                print(f"  {'':<9} {row.detail}")
-        for other in others:
-            print(f"  also failed: {other}")
-        n_ok = sum(r.result == "passed" for r in rows)
-        print(f"  score: {n_ok}/{len(rows)} exercises passed")
-        total, passed, clean_run = total + len(rows), passed + n_ok, clean_run and not others
-    if len(args.notebooks) > 1:
-        print(f"total: {passed}/{total} exercises passed")
-    return 0 if passed == total and clean_run else 1
+    import csv
+    import json
+
+    paths = _notebook_paths(args.notebooks)
+    batch = len(paths) > 1 or args.csv or args.json or any(Path(n).is_dir() for n in args.notebooks)
+    if not paths:
+        raise FileNotFoundError(f"no notebooks in {', '.join(args.notebooks)}")
+    reports: list[GradeReport] = []
+    progress = paths
+    if batch:
+        from tqdm import tqdm
+        progress = tqdm(paths, desc="grading", unit="notebook", file=sys.stderr, disable=None)
+    for path in progress:
+        try:
+            report = grade_notebook(path, args.timeout, args.limit)
+        except (NotebookError, FileNotFoundError) as err:
+            if not batch:
+                raise
+            report = GradeReport(str(path), None, [], [str(err)], "error")
+        except Exception as err:  # noqa: BLE001 - one notebook never stops the batch
+            if not batch:
+                raise
+            report = GradeReport(str(path), None, [], [f"{path}: grading crashed: {type(err).__name__}: {err}"],
+                                 "error")
+        reports.append(report)
+        if args.json != "-":
+            _print_report(report)
+    table = _table(reports)
+    if args.csv:
+        with open(args.csv, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=list(table[0]))
+            writer.writeheader()
+            writer.writerows(table)
+    if args.json:
+        text = json.dumps([{"student_file": r.path, "lesson": r.lesson, "status": r.status, "points": r.points,
+                            "out_of": len(r.rows), "seconds": round(r.seconds, 1), "others": r.others,
+                            "exercises": [{"exercise": x.exercise, "name": x.name, "status": x.result,
+                                           "points": x.points, "message": x.detail} for x in r.rows]}
+                           for r in reports], indent=1, ensure_ascii=False)
+        if args.json == "-":
+            print(text)
+        else:
+            Path(args.json).write_text(text + "\n", encoding="utf-8")
+    passed, total = sum(r.points for r in reports), sum(len(r.rows) for r in reports)
+    if len(reports) > 1 and args.json != "-":
+        print(f"total: {passed}/{total} exercises passed in {len(reports)} notebooks")
+    clean = all(r.status == "ran" and not r.others for r in reports)
+    return 0 if passed == total and clean else 1
 
 
 def register_cli(sub) -> None:
-    p = sub.add_parser("grade", help="run notebooks with nbval and print a per-exercise score")
-    p.add_argument("notebooks", nargs="+", help="learner notebooks (lessons/NN_*.ipynb)")
+    p = sub.add_parser("grade", help="run notebooks, re-test each exercise out of them, print a score")
+    p.add_argument("notebooks", nargs="+", help="learner notebooks or folders of them (my-lessons/)")
     p.add_argument("--timeout", type=float, default=300, help="seconds allowed per cell")
+    p.add_argument("--limit", type=float, default=1800,
+                   help="seconds allowed per notebook; a notebook over it is stopped and reported")
+    p.add_argument("--csv", metavar="OUT.csv",
+                   help="write one row per notebook and exercise (and a total per notebook)")
+    p.add_argument("--json", metavar="OUT.json", help="write the results as JSON ('-': to stdout only)")
     p.set_defaults(func=_grade_command)
