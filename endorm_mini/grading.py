@@ -56,13 +56,20 @@ DTYPE_NAMES = ("fp32", "bf16", "fp16")
 BRANCHES = ("auto", "cpu", "gpu")
 
 
-class Setup(NamedTuple):
-    """What the first cell picked (``SETUP = setup_notebook()``; ``DEVICE, MODEL`` are its first two)."""
-    device: str         # "cuda" or "cpu": where the notebook's tensors go
-    model: str          # MODEL: a zoo name, a local folder or a Hugging Face name
-    dtype: str | None   # "fp32" | "bf16" | "fp16" from ENDORM_MINI_DTYPE; None: each cell's own choice
-    data: str | None    # ENDORM_MINI_DATA: a local folder replacing the real sections' hub downloads
-    gpu_branch: bool    # run the GPU sections (RUN_REAL): on cuda, or forced by ENDORM_MINI_BRANCH
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """What the first cell picked (``SETUP = setup_notebook()``).
+
+    It unpacks as ``DEVICE, MODEL = setup_notebook()``, the first cell of notebooks built
+    before SETUP existed, so a learner's older copy keeps running after an update."""
+    device: str                # "cuda" or "cpu": where the notebook's tensors go
+    model: str                 # MODEL: a zoo name, a local folder or a Hugging Face name
+    dtype: str | None = None   # fp32 | bf16 | fp16 from ENDORM_MINI_DTYPE; None: each cell's own
+    data: str | None = None    # ENDORM_MINI_DATA: a local folder replacing the hub downloads
+    gpu_branch: bool = False   # run the GPU sections (RUN_REAL): on cuda, or ENDORM_MINI_BRANCH
+
+    def __iter__(self):
+        return iter((self.device, self.model))
 
     @property
     def half(self) -> str:

@@ -388,9 +388,12 @@ def test_setup_notebook_picks_device_and_model(monkeypatch, capsys):
     for var in ("ENDORM_MINI_MODEL", "ENDORM_MINI_DTYPE", "ENDORM_MINI_DATA", "ENDORM_MINI_BRANCH"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert grading.setup_notebook() == ("cpu", grading.CPU_MODEL, None, None, False)
+    assert grading.setup_notebook() == grading.Setup("cpu", grading.CPU_MODEL, None, None, False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert grading.setup_notebook(gpu_model="Qwen/X") == ("cuda", "Qwen/X", None, None, True)
+    setup = grading.setup_notebook(gpu_model="Qwen/X")
+    assert setup == grading.Setup("cuda", "Qwen/X", None, None, True)
+    device, model = setup          # the first cell of a notebook built before SETUP existed
+    assert (device, model) == ("cuda", "Qwen/X")
     assert capsys.readouterr().out.splitlines() == [
         f"endorm-mini setup: device=cpu · MODEL={grading.CPU_MODEL} · seed=0 · local",
         "endorm-mini setup: device=cuda · MODEL=Qwen/X · seed=0 · local"]
@@ -503,7 +506,7 @@ def test_setup_notebook_overrides_from_the_environment(monkeypatch, capsys, tmp_
     env = {"ENDORM_MINI_MODEL": str(model), "ENDORM_MINI_DTYPE": "BF16", "ENDORM_MINI_DATA": str(tmp_path),
            "ENDORM_MINI_BRANCH": "gpu"}
     setup = grading.setup_notebook(environ=env)
-    assert setup == ("cpu", str(model), "bf16", str(tmp_path), True)
+    assert setup == grading.Setup("cpu", str(model), "bf16", str(tmp_path), True)
     assert setup.rehearsal and setup.half == "bf16"
     assert capsys.readouterr().out == (
         f"endorm-mini setup: device=cpu · branch=gpu (ENDORM_MINI_BRANCH) · MODEL={model} (ENDORM_MINI_MODEL) "
@@ -514,7 +517,7 @@ def test_setup_notebook_overrides_from_the_environment(monkeypatch, capsys, tmp_
     assert grading.setup_notebook(cpu_model="tiny-arith", environ={"ENDORM_MINI_MODEL": "tiny-domains"}).model \
         == "tiny-domains"
     assert grading.setup_notebook(environ={"ENDORM_MINI_MODEL": "org/name", "ENDORM_MINI_DTYPE": ""}) \
-        == ("cpu", "org/name", None, None, False)
+        == grading.Setup("cpu", "org/name", None, None, False)
     gpu = grading.setup_notebook(environ={"ENDORM_MINI_BRANCH": "gpu"})
     assert gpu.model == grading.GPU_MODEL and gpu.gpu_branch and gpu.half == "bf16"
     assert gpu.run_dir("x") != gpu.run_dir("x")
