@@ -12,6 +12,8 @@ uses ``MODEL`` or ``SETUP`` after the setup cell. About 2.5 minutes on one free 
 """
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -32,6 +34,27 @@ def test_the_notebooks_with_a_gpu_branch_are_found():
     assert not names & {"02", "08"}          # their GPU branch is tiny-arith: nothing to rehearse
 
 
+# PyTorch 2.13's bf16 CPU attention picks its kernel by the CPU's features but packs by
+# ATEN_CPU_CAPABILITY: with the capability forced below the CPU's own (avx2 on an avx512
+# machine) every bf16 attention over more than a few tokens raises "pack_vnni2 is only
+# supported when avx512 is supported". A real avx2 CPU takes another path. This rehearsal is
+# a bf16 check; it runs under the native and default kernels and is skipped only there.
+BF16_ATTENTION = """
+import torch
+q = torch.zeros(1, 1, 64, 32, dtype=torch.bfloat16)
+torch.nn.functional.scaled_dot_product_attention(q, q, q, is_causal=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def bf16_attention_works_here():
+    probe = subprocess.run([sys.executable, "-c", BF16_ATTENTION], capture_output=True, text=True)
+    if "pack_vnni2" in probe.stderr:
+        pytest.skip("PyTorch's bf16 CPU attention fails under this forced ATEN_CPU_CAPABILITY "
+                    "(pack_vnni2 needs avx512): an upstream bug of simulated kernels")
+    assert probe.returncode == 0, probe.stderr[-2000:]
+
+
 @pytest.fixture(scope="module")
 def stand_ins(tmp_path_factory):
     root = tmp_path_factory.mktemp("stand-ins")
@@ -39,6 +62,7 @@ def stand_ins(tmp_path_factory):
 
 
 @pytest.mark.parametrize("master", GPU_NOTEBOOKS, ids=[p.name for p in GPU_NOTEBOOKS])
+@pytest.mark.usefixtures("bf16_attention_works_here")
 def test_gpu_branch_runs_on_a_cpu_with_stand_ins(master, stand_ins, tmp_path):
     model, data = stand_ins
     env = notebooks.kernel_env(ENDORM_MINI_BRANCH="gpu", ENDORM_MINI_MODEL=str(model), ENDORM_MINI_DTYPE="bf16",
