@@ -69,6 +69,20 @@ def test_a_correct_solution_passes(tmp_path):
     assert _grade(_notebook(tmp_path, GOOD))["0.1"].result == "passed"
 
 
+@pytest.mark.parametrize("lesson, unsolved, solved", [(4, "4.1", "4.2"), (1, "1.1", "1.3")])
+def test_exercises_are_graded_independently(tmp_path, lesson, unsolved, solved):
+    """An exercise that calls an unfinished earlier one is graded with the earlier one's
+    reference in its place (even where it forbids calling the package's copy itself)."""
+    nb = _lesson(lesson)
+    master = nbformat.read(next((ROOT / "solutions").glob(f"{lesson:02d}_*.ipynb")), as_version=4)
+    _cell(nb, solved).source = _cell(master, solved).source
+    rows = _grade(_write(tmp_path, nb, f"{lesson:02d}_lesson.ipynb"))
+    assert rows[unsolved].result == "not attempted" and rows[solved].result == "passed", rows
+    _cell(nb, solved).source = _cell(master, solved).source.replace("return ", "return 2 * ", 1)
+    rows = _grade(_write(tmp_path, nb, f"{lesson:02d}_lesson.ipynb"))
+    assert rows[solved].result == "failed", rows                      # and a wrong one still fails
+
+
 def test_a_correct_solution_with_legitimate_torch_functions_passes(tmp_path):
     """4.1 allows torch.logsumexp (0.1 does not: it is the max trick itself); the reference's
     own code with another docstring is not a "copy"."""
