@@ -11,6 +11,11 @@ def _no_max_trick(logits, alpha=1.0):
     return alpha * torch.log(torch.exp(logits / alpha).sum(-1))
 
 
+def _one_max_for_the_tensor(logits, alpha=1.0):
+    z = logits / alpha
+    return alpha * (z.max() + torch.log(torch.exp(z - z.max()).sum(-1)))
+
+
 @exercise(
     "0.1", "soft_value", reference=reward.soft_value,
     equation="eq. 11 (docs/paper.md §5): V(s) = α log Σ_a exp(f(s,a)/α), over the last dimension",
@@ -28,6 +33,9 @@ def _no_max_trick(logits, alpha=1.0):
             lambda logits, alpha=1.0: logits.amax(-1),
         "reduced over the first dimension; the actions (vocabulary) are the last one":
             lambda logits, alpha=1.0: alpha * torch.logsumexp(logits / alpha, 0),
+        "one max over the whole tensor: each state needs its own (max over the last dimension, "
+        "keepdim=True), or a row far below the overall max underflows":
+            _one_max_for_the_tensor,
     },
     # The exercise is the max trick itself, so the library's log-sum-exps are off limits.
     forbid=("logsumexp", "special_logsumexp", "softmax", "log_softmax"),
@@ -45,3 +53,6 @@ def soft_value_cases(rng: torch.Generator):
     yield case("-inf logits (masked actions)", masked)
     yield case("a single action: V = f", torch.randn(5, 1, generator=rng), alpha=2.0)
     yield case("α = 10 (high temperature)", 20 * torch.randn(2, 8, generator=rng), alpha=10.0)
+    scales = torch.tensor([[0.0], [-2000.0], [1500.0]])        # one state each: far apart
+    yield case("states of very different scale (a max per state, not one for the tensor)",
+               scales + torch.randn(3, 4, generator=rng))

@@ -188,13 +188,17 @@ def _sigmoid_naive(r_tau, r_tau2):
 @exercise(
     "4.4", "bt_preference", reference=theory.bt_preference,
     equation="eq. 3 / eq. 13 (Bradley–Terry): P(τ ≻ τ') = σ(r(τ) − r(τ')) = 1 / (1 + exp(−(r(τ) − r(τ'))))",
-    hint="torch.sigmoid of the difference, as float64: torch.as_tensor(x, dtype=torch.float64)",
+    hint="a probability from the difference of the totals, by a sigmoid that cannot overflow, "
+         "in float64 (long responses have large totals)",
     mistakes={
         "the difference is the wrong way round: P(τ ≻ τ') = σ(r(τ) − r(τ'))":
             lambda r_tau, r_tau2: theory.bt_preference(r_tau2, r_tau),
         "forgot the sigmoid: r(τ) − r(τ') is a log-odds, not a probability":
             lambda r_tau, r_tau2: torch.as_tensor(r_tau, dtype=torch.float64) - torch.as_tensor(r_tau2, dtype=torch.float64),
         "exp(x)/(1 + exp(x)) overflows to nan for large x: use torch.sigmoid": _sigmoid_naive,
+        "computed in float32: totals of 2^24 and more lose their units digit; convert to "
+        "float64 first": lambda r_tau, r_tau2: torch.sigmoid(
+            torch.as_tensor(r_tau, dtype=torch.float32) - torch.as_tensor(r_tau2, dtype=torch.float32)),
     },
 )
 def bt_preference_cases(rng: torch.Generator):
@@ -205,3 +209,5 @@ def bt_preference_cases(rng: torch.Generator):
                -40 + 35 * torch.rand(4, generator=rng, dtype=torch.float64))
     yield case("a huge gap (exp overflows)", torch.tensor([800.0, -3.0], dtype=torch.float64),
                torch.tensor([-2.0, 900.0], dtype=torch.float64))
+    # float32 has 24 bits of mantissa: 2^24 + 1 and 2^24 are one float32, two float64s.
+    yield case("long responses' totals, 1 nat apart (float64 needed)", float(2**24 + 1), float(2**24))

@@ -72,6 +72,18 @@ def _first_complete(tm, policy_fn):
             heapq.heappush(heap, child)
 
 
+def _flipped_sign(tm, policy_fn):
+    """Best-first search keyed by +log P: heapq pops the smallest key, the least likely."""
+    heap = [(0.0, ())]
+    while heap:
+        key, prefix = heapq.heappop(heap)
+        if prefix and tm.is_terminal(prefix):
+            return prefix, math.exp(key)
+        for a, p in enumerate(policy_fn(prefix).tolist()):
+            if p > 0:
+                heapq.heappush(heap, (key + math.log(p), prefix + (a,)))
+
+
 def _tree(rng, vocab, horizon, eos, scale, want_beam_wrong=False):
     """A random policy tree whose mode greedy decoding misses (and beam-2 too, if asked)."""
     tm = TokenMDP(vocab, eos, horizon)
@@ -93,6 +105,8 @@ def _tree(rng, vocab, horizon, eos, scale, want_beam_wrong=False):
         "beam search (width 2) is an approximation; the exact search keeps every prefix above the best": _beam,
         "returned the first complete response pushed; only the first one POPPED is the likeliest":
             _first_complete,
+        "the heap's key has the wrong sign: heapq pops the SMALLEST key, so push −log P(prefix) "
+        "to pop the likeliest prefix first": _flipped_sign,
     },
     forbid=(response_distribution,),   # enumerating every response is not a search
 )
