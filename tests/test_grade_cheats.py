@@ -270,6 +270,55 @@ def test_batch_grading_writes_csv_and_json_and_survives_bad_and_hanging_notebook
     assert "total: 2/2 exercises passed in 3 notebooks" in capsys.readouterr().out
 
 
+THREAD_CHEAT = """import threading
+from endorm_mini import reward
+def soft_value(logits, alpha=1.0):
+    out = {}
+    t = threading.Thread(target=lambda: out.setdefault("v", reward.soft_value(logits, alpha)))
+    t.start()
+    t.join()
+    return out["v"]
+"""
+FAKE_CHECK = 'check = lambda *a, **k: print("✔ 0.1 soft_value: passed")'
+
+
+def test_a_class_of_30_notebooks_is_graded_into_one_csv(tmp_path):
+    """Mixed work, as a class hands it in: each row of the CSV says what the notebook is."""
+    folder = tmp_path / "class"
+    folder.mkdir()
+    kinds = ["solved"] * 10 + ["wrong"] * 7 + ["thread cheat"] * 3 + ["fake check"] * 3 \
+        + ["unsolved"] * 4 + ["not a notebook"] * 2 + ["hangs"]
+    expected = {}
+    for i, kind in enumerate(kinds):
+        name = f"student{i:02d}.ipynb"
+        if kind == "unsolved":
+            _write(folder, _lesson(0), name)
+        elif kind == "not a notebook":
+            (folder / name).write_text("my homework, typed in a text editor")
+        elif kind == "fake check":       # a wrong function, and a check that always says passed
+            _notebook(folder, WRONG, FAKE_CHECK, name=name)
+        else:
+            body = {"solved": GOOD, "hangs": GOOD, "wrong": WRONG, "thread cheat": THREAD_CHEAT}[kind]
+            _notebook(folder, body, *(["import time\ntime.sleep(1000)"] * (kind == "hangs")), name=name)
+        expected[name] = kind
+    out = tmp_path / "marks.csv"
+    assert cli.main(["grade", str(folder), "--csv", str(out), "--limit", "20"]) == 1
+    rows = list(csv.DictReader(out.open(encoding="utf-8")))
+    status = {(r["student_file"].rsplit("/", 1)[-1], r["exercise"]): r for r in rows}
+    want = {"solved": "passed", "hangs": "passed", "wrong": "failed", "thread cheat": "failed",
+            "fake check": "failed", "unsolved": "not attempted"}
+    for name, kind in expected.items():
+        if kind == "not a notebook":
+            assert status[(name, "(notebook)")]["status"] == "error", name
+            continue
+        row = status[(name, "0.1")]
+        assert row["status"] == want[kind], (name, kind, row)
+        assert status[(name, "total")]["points"] == str(int(want[kind] == "passed")), (name, kind)
+    assert "trip-wired" in status[("student17.ipynb", "0.1")]["message"]
+    assert status[("student29.ipynb", "(notebook)")]["status"] == "timed out"
+    assert len({r["student_file"] for r in rows}) == 30
+
+
 def test_the_source_scan_refuses_code_tricks_but_not_re_compile():
     import ast
 
