@@ -87,23 +87,6 @@ def _tripwire(name: str) -> Callable:
 _PACKAGE_DIR = str(__import__("pathlib").Path(__file__).resolve().parent)
 
 
-def _stand_in(reference: Callable) -> Callable:
-    """An earlier exercise's reference, compiled afresh from its source: it stands in for the
-    learner's version of that exercise without tripping this exercise's wires, which watch
-    the reference object itself (an exercise may forbid the package's copy of an earlier one)."""
-    fn = inspect.unwrap(reference)
-    if not inspect.isfunction(fn) or fn.__code__.co_freevars:
-        return reference
-    try:
-        source = textwrap.dedent(inspect.getsource(fn))
-    except (OSError, TypeError):
-        return reference
-    defined: dict[str, Any] = {}
-    # Its own file name: the helpers it calls see package code calling them, as they should.
-    exec(compile(source, fn.__code__.co_filename, "exec"), fn.__globals__, defined)
-    return defined.get(fn.__name__, reference)
-
-
 def _qualname(fn) -> str:
     return f"{fn.__module__}.{fn.__qualname__}"
 
@@ -322,7 +305,7 @@ def retest(ex: checks.Exercise, cells: list[str], seed: int) -> dict:
     codes = set().union(*(grading._code_objects(f) for f in ex.forbid))
     c_names = {f if isinstance(f, str) else f.__name__ for f in ex.forbid
                if isinstance(f, str) or not grading._code_objects(f)}
-    stand_ins = {other.name: _stand_in(other.reference)
+    stand_ins = {other.name: grading.stand_in(other.reference)
                  for other in checks.lesson_exercises(int(ex.id.split(".")[0])) if other.id != ex.id}
     outcomes = []                        # (got, inputs after the call) or an exception
     profiler_off = False

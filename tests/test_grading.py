@@ -547,3 +547,35 @@ def test_setup_notebook_refuses_bad_overrides(env, message):
 def test_setup_notebook_refuses_a_model_folder_without_config(tmp_path):
     with pytest.raises(ValueError, match="the folder has no config.json"):
         grading.setup_notebook(environ={"ENDORM_MINI_MODEL": str(tmp_path)})
+
+
+INDEPENDENT = '''
+import torch
+def soft_value(logits, alpha=1.0):
+    raise NotImplementedError("exercise 4.1")
+
+def endogenous_rewards(logits, actions, alpha=1.0, terminal=None):
+    f = logits.float()
+    values = soft_value(f, alpha)
+    if terminal is not None:
+        values = values.clone()
+        values[terminal.bool(), -1] = 0.0
+    q = f[:, :-1].gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+    return (q - values[:, :-1]) / alpha, values, q - values[:, 1:]
+'''
+
+
+def test_a_check_stands_the_reference_in_for_an_unfinished_earlier_exercise(capsys):
+    """Exercises are checked independently: 4.2 rests on 4.1; with 4.1 still the stub, 4.2's
+    check runs on the package's soft_value (not refused as "calls the reference"), says so,
+    and puts the learner's stub back; a finished but wrong 4.1 is the learner's own."""
+    scope: dict = {}
+    exec(INDEPENDENT, scope)
+    stub = scope["soft_value"]
+    check("4.2", scope["endogenous_rewards"])
+    assert capsys.readouterr().out == ("✔ 4.2 endogenous_rewards: passed (with the package's "
+                                       "soft_value (4.1) standing in: not finished yet)\n")
+    assert scope["soft_value"] is stub
+    exec("def soft_value(logits, alpha=1.0):\n    return logits.amax(-1)\n", scope)  # wrong, finished
+    with pytest.raises(ExerciseError, match="4.2 endogenous_rewards: wrong answer"):
+        check("4.2", scope["endogenous_rewards"])
