@@ -112,17 +112,20 @@ def test_cheat_setprofile_none_then_call_the_reference(tmp_path, body):
     assert "setprofile" in row.detail or "trip-wired" in row.detail
 
 
-def test_cheat_call_the_reference_from_a_thread(tmp_path):
-    src = '''import threading
+THREAD_CHEAT = '''import threading
 from endorm_mini import reward
 def soft_value(logits, alpha=1.0):
     out = {}
-    t = threading.Thread(target=lambda: out.setdefault("v", reward.soft_value(logits, alpha)), name="sneaky")
+    t = threading.Thread(target=lambda: out.setdefault("v", reward.soft_value(logits, alpha)),
+                         name="sneaky")
     t.start()
     t.join()
     return out["v"]
 '''
-    _failed(_notebook(tmp_path, src), "endorm_mini.reward.soft_value", "trip-wired", "sneaky")
+
+
+def test_cheat_call_the_reference_from_a_thread(tmp_path):
+    _failed(_notebook(tmp_path, THREAD_CHEAT), "endorm_mini.reward.soft_value", "trip-wired", "sneaky")
 
 
 @pytest.mark.parametrize("src, reason", [
@@ -270,15 +273,6 @@ def test_batch_grading_writes_csv_and_json_and_survives_bad_and_hanging_notebook
     assert "total: 2/2 exercises passed in 3 notebooks" in capsys.readouterr().out
 
 
-THREAD_CHEAT = """import threading
-from endorm_mini import reward
-def soft_value(logits, alpha=1.0):
-    out = {}
-    t = threading.Thread(target=lambda: out.setdefault("v", reward.soft_value(logits, alpha)))
-    t.start()
-    t.join()
-    return out["v"]
-"""
 FAKE_CHECK = 'check = lambda *a, **k: print("✔ 0.1 soft_value: passed")'
 
 
