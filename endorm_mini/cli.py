@@ -13,7 +13,6 @@ import argparse
 import importlib
 import sys
 
-from .argtypes import positive_float  # noqa: F401  (the place it was; commands use argtypes)
 
 COMMAND_MODULES = [
     "endorm_mini.tour",       # tour

@@ -203,7 +203,7 @@ def test_cheat_memorise_the_references_outputs_on_the_fixed_cases(tmp_path):
            "    if key in TABLE:\n        return torch.tensor(TABLE[key])\n"
            "    return logits.amax(-1)\n")
     path = _notebook(tmp_path, src.replace("inf", "float('inf')"))
-    row = _failed(path, "fresh seed")
+    _failed(path, "fresh seed")
     nb = nbformat.read(path, as_version=4)     # the notebook's own check passes with it
     notebooks.run(nb, tmp_path, timeout=120)
     assert any("✔ 0.1 soft_value: passed" in o.get("text", "") for c in nb.cells if c.cell_type == "code"

@@ -9,7 +9,6 @@ hosted address comes from ``[project.urls]``.
 """
 from __future__ import annotations
 
-import importlib.metadata
 import re
 from pathlib import Path
 
