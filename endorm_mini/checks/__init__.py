@@ -124,3 +124,11 @@ def all_exercises() -> list[Exercise]:
         if info.name.startswith("lesson"):
             importlib.import_module(f"{__name__}.{info.name}")
     return sorted(REGISTRY.values(), key=_order)
+
+
+def is_stub(fn: Any, exercise_id: str) -> bool:
+    """Is ``fn`` still exercise ``exercise_id``'s stub? Its ``raise NotImplementedError("exercise
+    N.M")`` leaves that string among the function's constants; a learner's answer drops it.
+    The one rule for "unfinished", shared by checks, grading and the notebooks' ``%%needs``."""
+    code = getattr(fn, "__code__", None)
+    return code is not None and f"exercise {exercise_id}" in code.co_consts
