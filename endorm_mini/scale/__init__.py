@@ -1,0 +1,11 @@
+"""The kit beyond one machine, through the engines the field uses (TRL, accelerate).
+
+- :mod:`endorm_mini.scale.reward`: the endogenous reward as a reward function for TRL's
+  ``GRPOTrainer`` and ``RLOOTrainer`` (``reward_funcs=[...]``), and GRPO's group baseline;
+- :mod:`endorm_mini.scale.grpo`: the ``endorm-mini grpo`` command (TRL's GRPO underneath);
+- :mod:`endorm_mini.scale.rmbench`: ``endorm-mini rmbench`` split across the processes of
+  ``torchrun`` / ``accelerate launch``.
+
+Only this subpackage imports ``trl``, ``accelerate`` or ``datasets`` (the ``scale`` extra), and
+only inside the functions that need them: lessons 00–11 and the core kit never do.
+"""
