@@ -26,8 +26,9 @@ from .reward import EndogenousReward, RewardResult
 
 MINUS = "\u2212"         # a real minus sign, not a hyphen
 PI_HAT = "\u03c0\u0302"  # π followed by a combining circumflex: one glyph in DejaVu and Noto
-FONT = "font-family:'DejaVu Sans',system-ui,sans-serif"
-MONO = "font-family:'DejaVu Sans Mono',monospace"
+# unquoted family names: the HTML attributes around them are single-quoted
+FONT = "font-family:DejaVu Sans,system-ui,sans-serif"
+MONO = "font-family:DejaVu Sans Mono,monospace"
 
 
 # ---------------------------------------------------------------- numbers and colours
@@ -115,9 +116,10 @@ def _token_strip(result: RewardResult, scale: ColourScale) -> str:
         bg, fg = scale.colours(r)
         spans.append(f"<span class='endorm-token' data-reward='{r:.6f}' title='h = {h}, "
                      f"r̂ = {signed(r)}' style='background:{bg};color:{fg};padding:1px 2px;"
-                     f"margin:1px;border-radius:3px;white-space:pre;{MONO}'>"
-                     f"{_token_text(token)}</span>")
-    return f"<div class='endorm-tokens' style='line-height:1.9'>{''.join(spans)}</div>"
+                     f"border-radius:3px;white-space:pre;{MONO}'>{_token_text(token)}</span>")
+    # a flex row that wraps: characters of one word have no line-break opportunity
+    return (f"<div class='endorm-tokens' style='display:flex;flex-wrap:wrap;gap:2px;"
+            f"margin:3px 0;line-height:1.5'>{''.join(spans)}</div>")
 
 
 def _table(result: RewardResult, scale: ColourScale) -> str:
@@ -135,7 +137,7 @@ def _table(result: RewardResult, scale: ColourScale) -> str:
                     + _cell(signed(running)) + "</tr>")
     return (f"<div style='max-height:230px;overflow-y:auto;margin:4px 0'>"
             f"<table class='endorm-table' style='border-collapse:collapse;font-size:12px;"
-            f"font-variant-numeric:tabular-nums'><thead><tr>{head}</tr></thead>"
+            f"line-height:1.3;font-variant-numeric:tabular-nums'><thead><tr>{head}</tr></thead>"
             f"<tbody>{''.join(rows)}</tbody></table></div>")
 
 
@@ -193,7 +195,9 @@ def comparison_html(prompt: str, a: RewardResult | str, b: RewardResult | str,
     head = f"prompt: <b>{html.escape(prompt)}</b>"
     if alpha is not None:
         head += f" &nbsp; α = {alpha:g}"
-    return (f"<div class='endorm-explorer' style='{FONT};font-size:13px'>"
+    # line-height: the widget's HTML box inherits the controls' 28 px rows otherwise
+    return (f"<div class='endorm-explorer' style='{FONT};font-size:13px;line-height:1.4;"
+            f"padding-bottom:4px'>"
             f"<div style='margin-bottom:4px'>{head}</div>"
             f"<div style='display:flex;flex-wrap:wrap;gap:18px'>{''.join(columns)}</div>"
             f"{verdict_html(a, b) if both else ''}{scale.bar_html()}</div>")
@@ -255,21 +259,23 @@ class RewardExplorer:
         self._scorers: dict[float, EndogenousReward] = {}
         self._pending = None
         self._loading = False
-        wide = widgets.Layout(width="100%")
+        def wide():
+            # "auto" stretches across the box; "100%" plus the widgets' margins overflows it
+            return widgets.Layout(width="auto")
         style = {"description_width": "90px"}
         first = next(iter(self.responses))
         self.prompt = widgets.Dropdown(options=list(self.responses), value=first,
-                                       description="prompt", layout=wide, style=style)
+                                       description="prompt", layout=wide(), style=style)
         self.response_a = widgets.Text(value=self.responses[first][0], description="response A",
-                                       layout=wide, style=style)
+                                       layout=wide(), style=style)
         self.response_b = widgets.Text(value=self.responses[first][1], description="response B",
-                                       layout=wide, style=style)
+                                       layout=wide(), style=style)
         self.alpha = widgets.FloatLogSlider(value=self.config.alpha, base=2, min=-2, max=2,
                                             step=0.5, description="α", style=style,
                                             layout=widgets.Layout(width="60%"))
-        self.view = widgets.HTML(layout=wide)
+        self.view = widgets.HTML(layout=wide())
         self.widget = widgets.VBox([self.prompt, self.response_a, self.response_b, self.alpha,
-                                    self.view], layout=wide)
+                                    self.view])
         self.prompt.observe(self._on_prompt, names="value")
         for box in (self.response_a, self.response_b):
             box.observe(self._on_response, names="value")

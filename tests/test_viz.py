@@ -188,3 +188,23 @@ def test_explorer_displays_as_widget_with_a_static_copy(tiny_tokenizer):
     assert view["model_id"] == ex.widget.model_id
     assert bundle["text/html"].startswith(ex.view.value)
     assert "endorm-verdict" in bundle["text/html"] and "1+2" in bundle["text/plain"]
+
+
+def test_the_html_parses_with_only_the_attributes_it_means(tiny_tokenizer):
+    """A stray quote inside a style (``style='font-family:'DejaVu Sans'…'``) cuts the
+    attribute short and turns the rest into junk attributes the browser ignores."""
+    from html.parser import HTMLParser
+
+    model = make_gpt2(tiny_tokenizer)
+    page = reward_explorer(model, tiny_tokenizer, EXAMPLES)._repr_mimebundle_()["text/html"]
+    seen = set()
+    styles = []
+
+    class Attributes(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            seen.update(name for name, _ in attrs)
+            styles.extend(value for name, value in attrs if name == "style")
+
+    Attributes().feed(page)
+    assert seen <= {"class", "style", "title", "data-reward"}, seen
+    assert any("font-size:13px" in s for s in styles)
