@@ -197,7 +197,7 @@ def comparison_html(prompt: str, a: RewardResult | str, b: RewardResult | str,
         head += f" &nbsp; α = {alpha:g}"
     # line-height: the widget's HTML box inherits the controls' 28 px rows otherwise
     return (f"<div class='endorm-explorer' style='{FONT};font-size:13px;line-height:1.4;"
-            f"padding-bottom:4px'>"
+            f"padding-bottom:10px'>"
             f"<div style='margin-bottom:4px'>{head}</div>"
             f"<div style='display:flex;flex-wrap:wrap;gap:18px'>{''.join(columns)}</div>"
             f"{verdict_html(a, b) if both else ''}{scale.bar_html()}</div>")

@@ -12,6 +12,7 @@ and α = 2 as ``DIR/explorer-alpha-0.5.png`` and ``DIR/explorer-alpha-2.png``.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import secrets
@@ -62,10 +63,7 @@ def lab(tmp_path):
     """A JupyterLab server on 127.0.0.1 over a copy of lesson 04: (url, token)."""
     _need("chromium", Path(CHROMIUM).exists())
     _need("chromedriver", Path(DRIVER).exists())
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        _need("selenium", False)
+    _need("selenium", importlib.util.find_spec("selenium") is not None)
     work = tmp_path / "work"
     work.mkdir()
     shutil.copy(ROOT / "solutions" / LESSON, work / LESSON)
@@ -205,9 +203,12 @@ def _screenshot(driver, name: str):
     folder = os.environ.get("ENDORM_MINI_SCREENSHOTS")
     if folder:
         Path(folder).mkdir(parents=True, exist_ok=True)
-        box = _explorer(driver)
-        driver.execute_script("arguments[0].scrollIntoView();", box)
-        box.screenshot(str(Path(folder) / name))
+        # the whole output (its padding keeps the colour bar's labels whole), no text cursor
+        area = _explorer(driver).find_element(
+            "xpath", "./ancestor::div[contains(@class,'jp-OutputArea-child')][1]")
+        driver.execute_script("document.activeElement.blur(); arguments[0].scrollIntoView();",
+                              area)
+        area.screenshot(str(Path(folder) / name))
 
 
 # ---------------------------------------------------------------- the test

@@ -155,7 +155,8 @@ def test_explorer_rescores_on_alpha_and_says_when_a_box_is_empty(tiny_tokenizer)
 
 def test_explorer_debounces_rescoring_in_an_event_loop(tiny_tokenizer):
     model = make_gpt2(tiny_tokenizer)
-    ex = reward_explorer(model, tiny_tokenizer, EXAMPLES, config=ExplorerConfig(debounce_s=0.05))
+    config = ExplorerConfig(debounce_s=0.05)
+    ex = reward_explorer(model, tiny_tokenizer, EXAMPLES, config=config)
     start = ex.renders
 
     async def type_then_wait():
