@@ -140,7 +140,7 @@ def test_explorer_response_boxes_follow_the_prompt(tiny_tokenizer):
     assert (ex.response_a.value, ex.response_b.value) == ("3", "33")
     ex.prompt.value = "2+2"
     assert ex.response_b.value == "22"                                     # ... is remembered
-    assert EXAMPLES["2+2"] == ["4", "5"]                                   # the caller's dict is not
+    assert EXAMPLES["2+2"] == ["4", "5"]                    # the caller's dict is not edited
 
 
 def test_explorer_rescores_on_alpha_and_says_when_a_box_is_empty(tiny_tokenizer):
