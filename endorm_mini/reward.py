@@ -75,6 +75,16 @@ def endogenous_rewards(logits: torch.Tensor, actions: torch.Tensor, alpha: float
     return logprobs, values, rewards
 
 
+def _eos_set(eos_token_ids) -> frozenset:
+    """The ids that end a response, as a set (one int or several; none for ``None``)."""
+    if eos_token_ids is None:   # a tokenizer without eos: no response counts as ended
+        return frozenset()
+    ids = [eos_token_ids] if isinstance(eos_token_ids, numbers.Integral) else list(eos_token_ids)
+    if not ids or not all(isinstance(t, numbers.Integral) for t in ids):
+        raise ValueError(f"eos_token_ids must be one token id or several, got {eos_token_ids!r}")
+    return frozenset(int(t) for t in ids)
+
+
 # ---------------------------------------------------------------- results
 @dataclass
 class RewardResult:
@@ -175,8 +185,13 @@ class EndogenousReward:
         return self.score_ids(p_ids, r_ids, progress=progress)
 
     @torch.no_grad()
-    def score_ids(self, prompt_ids_list, response_ids_list, progress: bool = True) -> list[RewardResult]:
-        """Score token ids directly. A response is ``ended`` when its last id is eos."""
+    def score_ids(self, prompt_ids_list, response_ids_list, progress: bool = True,
+                  eos_token_ids=None) -> list[RewardResult]:
+        """Score token ids directly. A response is ``ended`` when its last id is eos.
+
+        ``eos_token_ids`` (an id or several; default: the tokenizer's eos) are the ids that end
+        a response, e.g. a chat model's end-of-turn token besides its eos (TRL stops on all)."""
+        eos_ids = _eos_set(self.tokenizer.eos_token_id if eos_token_ids is None else eos_token_ids)
         for name, value in (("prompt_ids_list", prompt_ids_list),
                             ("response_ids_list", response_ids_list)):
             if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
@@ -215,7 +230,7 @@ class EndogenousReward:
                    disable=not progress or len(batches) < 2)
         for batch in bar:
             scored = self._score_batch([prompt_ids_list[i] for i in batch],
-                                       [response_ids_list[i] for i in batch])
+                                       [response_ids_list[i] for i in batch], eos_ids)
             for i, result in zip(batch, scored):
                 results[i] = result
         return results
@@ -256,7 +271,7 @@ class EndogenousReward:
         logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits
         return logits, (lambda x: x)
 
-    def _score_batch(self, p_list, r_list) -> list[RewardResult]:
+    def _score_batch(self, p_list, r_list, eos_ids: frozenset) -> list[RewardResult]:
         pad = self.tokenizer.pad_token_id
         L = max(len(p) + len(r) for p, r in zip(p_list, r_list))
         input_ids = torch.full((len(p_list), L), pad, dtype=torch.long)
@@ -266,7 +281,6 @@ class EndogenousReward:
             attention_mask[b, :len(p) + len(r)] = 1
         input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
         starts, T = [len(p) for p in p_list], [len(r) for r in r_list]
-        eos = self.tokenizer.eos_token_id
         out = []
         hidden, head = self._response_states(input_ids, attention_mask)
         # One reused logits buffer: on a CPU, a fresh [chunk, V] tensor per chunk costs as
@@ -298,7 +312,7 @@ class EndogenousReward:
                 # every logit, at 1/V of the cost.
                 raise ValueError("the model produced NaN/inf logits; check the weights and dtype "
                                  "(fp16 overflow?) before trusting any reward")
-            ended = r_list[b][-1] == eos
+            ended = r_list[b][-1] in eos_ids
             if ended:
                 values[-1] = 0.0                                      # terminal state after eos
             logprobs = (q - values[:-1]) / self.alpha
