@@ -80,7 +80,7 @@ def _eos_set(eos_token_ids) -> frozenset:
     if eos_token_ids is None:   # a tokenizer without eos: no response counts as ended
         return frozenset()
     ids = [eos_token_ids] if isinstance(eos_token_ids, numbers.Integral) else list(eos_token_ids)
-    if not ids or not all(isinstance(t, numbers.Integral) for t in ids):
+    if not all(isinstance(t, numbers.Integral) for t in ids):
         raise ValueError(f"eos_token_ids must be one token id or several, got {eos_token_ids!r}")
     return frozenset(int(t) for t in ids)
 

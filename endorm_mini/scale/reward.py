@@ -103,3 +103,215 @@ def group_advantages(rewards: torch.Tensor, group_size: int, scale: bool = True,
     if scale:
         advantages = advantages / (std + eps)
     return torch.nan_to_num(advantages, nan=0.0).view(-1)
+
+
+# ---------------------------------------------------------------- prompts, as the trainer renders
+def is_conversational(prompt) -> bool:
+    """A chat prompt (a list of ``{"role", "content"}`` messages): TRL's ``is_conversational``."""
+    return isinstance(prompt, list) and bool(prompt) and isinstance(prompt[0], dict) \
+        and "role" in prompt[0] and "content" in prompt[0]
+
+
+def trainer_prompt_ids(tokenizer, prompts: list, chat_template_kwargs: dict | None = None
+                       ) -> list[list[int]]:
+    """Prompt ids exactly as TRL 1.16's trainers build them for generation.
+
+    ``GRPOTrainer._tokenize_prompts`` (``trl/trainer/grpo_trainer.py`` lines 1684–1759;
+    ``RLOOTrainer``'s at ``rloo_trainer.py`` line 1249 is the same): conversational prompts
+    (a system message included, if the dataset has one) through the processing class's chat
+    template with ``add_generation_prompt=True`` and ``GRPOConfig.chat_template_kwargs``;
+    plain-text prompts through ``processing_class(text=prompts)``, which adds the
+    tokenizer's special tokens and applies no chat template. Tools and environments (a
+    per-prompt tool schema) are not reproduced.
+    """
+    if not prompts:
+        return []
+    kwargs = dict(chat_template_kwargs or {})
+    if is_conversational(prompts[0]):
+        if not getattr(tokenizer, "chat_template", None):
+            raise ValueError(f"prompts are chat messages but the tokenizer "
+                             f"{tokenizer.name_or_path!r} has no chat template")
+        rendered = tokenizer.apply_chat_template(conversation=[list(p) for p in prompts],
+                                                 add_generation_prompt=True, tokenize=True,
+                                                 return_dict=True, **kwargs)
+        return [list(ids) for ids in rendered["input_ids"]]
+    bad = [i for i, p in enumerate(prompts) if not isinstance(p, str)]
+    if bad:
+        raise ValueError(f"prompts[{bad[0]}] is a {type(prompts[bad[0]]).__name__}: prompts are "
+                         "all strings or all chat-message lists")
+    return [list(ids) for ids in tokenizer(text=list(prompts))["input_ids"]]
+
+
+def _prompt_key(prompt) -> str:
+    """A hashable key of a prompt, so a group's repeated prompt is rendered once."""
+    return prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True, default=str)
+
+
+# ---------------------------------------------------------------- the TRL reward function
+class EndogenousRewardFunction:
+    """The endogenous reward (eq. 12) of a frozen reference LM, as a TRL reward function.
+
+    ``GRPOTrainer(model, reward_funcs=[EndogenousRewardFunction("tiny-arith")], …)`` (or
+    ``RLOOTrainer``). Each call scores the trainer's ``completion_ids`` as they are (never
+    re-tokenised text) after the prompt rendered as the trainer rendered it
+    (:func:`trainer_prompt_ids`), in one forward per length-sorted batch, the LM head only on
+    completion states (``EndogenousReward.score_ids``). A completion that ends with an eos id
+    reaches the terminal state (V = 0); one cut at ``max_completion_length`` keeps its last V.
+
+    ``reduce="sum"`` rewards ``α Σ log π̂ + V(s_1) − V(s_{T+1})`` (eq. 12 telescoped). Under
+    GRPO's group baseline (:func:`group_advantages`) the G completions of one prompt share
+    s_1, so ``V(s_1)`` cancels within the group and only ``α Σ log π̂ − V(s_{T+1})`` ranks
+    them. ``reduce="mean"`` divides by the completion's length (eos included). With a
+    ``verifier`` (``verifier(prompts, completions, **kwargs) -> list[float]``, a TRL-style
+    reward function) the reward is ``endogenous + verifier_weight · verifier``.
+
+    model:             the reference: a zoo name, a folder or a hub id, loaded here (once per
+                       process: each rank builds its own) on this process's device, bf16 on a
+                       GPU and fp32 on a CPU, in eval mode; or a loaded causal LM, used as is
+                       (its own device and dtype unless ``device``/``dtype`` say otherwise).
+    tokenizer:         the reference's tokenizer (required with a loaded model).
+    alpha:             the soft-Q temperature α of eq. 10–12.
+    reduce:            "sum" (the response total) or "mean" (per completion token).
+    verifier:          optional callable for the hybrid reward; ``verifier_weight`` scales it.
+    device, dtype:     where and in what precision the reference runs (see ``model``).
+    policy_tokenizer:  the trainer's processing class; refused unless its vocabulary is the
+                       reference's (the reward scores the policy's ids with the reference).
+    eos_token_ids:     ids that end a completion; default the tokenizer's eos plus the
+                       reference's ``generation_config.eos_token_id`` (TRL's rule).
+    chat_template_kwargs: ``GRPOConfig.chat_template_kwargs``, when the run sets them.
+    chunk_size, batch_tokens: passed to ``EndogenousReward``.
+    name:              the ``__name__`` TRL logs the reward under.
+    """
+
+    def __init__(self, model, tokenizer=None, *, alpha: float = 1.0, reduce: str = "sum",
+                 verifier: Callable | None = None, verifier_weight: float = 1.0, device=None,
+                 dtype=None, policy_tokenizer=None,
+                 eos_token_ids: int | Sequence[int] | None = None,
+                 chat_template_kwargs: dict | None = None, chunk_size: int = 64,
+                 batch_tokens: int | None = None, name: str | None = None):
+        if reduce not in REDUCES:
+            raise ValueError(f"reduce must be one of {REDUCES}, got {reduce!r}")
+        if verifier is not None and not callable(verifier):
+            raise ValueError(f"verifier must be a callable (prompts, completions, **kwargs), "
+                             f"got {type(verifier).__name__}")
+        if isinstance(verifier_weight, bool) or not isinstance(verifier_weight, numbers.Real):
+            raise ValueError(f"verifier_weight must be a number, got {verifier_weight!r}")
+        if isinstance(model, (str, os.PathLike)):
+            model, tokenizer = _load_reference(str(model), tokenizer, device, dtype)
+        elif tokenizer is None:
+            raise ValueError("tokenizer: a loaded model needs its tokenizer "
+                             "(or pass a model name and it is loaded with its own)")
+        else:
+            device = device or next(model.parameters()).device
+        if policy_tokenizer is not None:
+            check_same_vocabulary(tokenizer, policy_tokenizer)
+        self.scorer = EndogenousReward(model, tokenizer, alpha=alpha, device=device or "auto",
+                                       dtype=dtype, chunk_size=chunk_size,
+                                       batch_tokens=batch_tokens)
+        self.tokenizer = tokenizer
+        self.reduce = reduce
+        self.verifier = verifier
+        self.verifier_weight = float(verifier_weight)
+        self.eos_token_ids = _default_eos_ids(model, tokenizer) if eos_token_ids is None \
+            else eos_token_ids
+        self.chat_template_kwargs = dict(chat_template_kwargs or {})
+        self.__name__ = name or ("endogenous_reward" if verifier is None
+                                 else "endogenous_hybrid_reward")
+
+    def __call__(self, prompts, completions, completion_ids, **kwargs) -> list[float]:
+        """One reward per completion (TRL's reward-function protocol)."""
+        n = len(completion_ids)
+        if len(prompts) != n or len(completions) != n:
+            raise ValueError(f"{len(prompts)} prompts, {len(completions)} completions and {n} "
+                             "completion_ids: one of each per completion")
+        completion_ids = [_as_id_list(ids) for ids in completion_ids]
+        self._check_decoding(completions, completion_ids)
+        rendered = {}
+        for p in prompts:   # GRPO repeats each prompt G times: render it once
+            rendered.setdefault(_prompt_key(p), p)
+        keys = list(rendered)
+        ids = trainer_prompt_ids(self.tokenizer, [rendered[k] for k in keys],
+                                 self.chat_template_kwargs)
+        by_key = dict(zip(keys, ids))
+        prompt_ids = [by_key[_prompt_key(p)] for p in prompts]
+        rewards = completion_rewards(self.scorer, prompt_ids, completion_ids,
+                                     self.eos_token_ids, self.reduce)
+        if self.verifier is None:
+            return rewards
+        checked = self.verifier(prompts, completions, completion_ids=completion_ids, **kwargs)
+        checked = list(checked)
+        if len(checked) != n:
+            raise ValueError(f"the verifier returned {len(checked)} rewards for {n} completions")
+        bad = [i for i, v in enumerate(checked)
+               if not isinstance(v, numbers.Real) or not torch.isfinite(torch.tensor(float(v)))]
+        if bad:
+            raise ValueError(f"the verifier's reward for completion {bad[0]} is "
+                             f"{checked[bad[0]]!r}, not a finite number")
+        return [r + self.verifier_weight * float(v) for r, v in zip(rewards, checked)]
+
+    def _check_decoding(self, completions, completion_ids) -> None:
+        """Refuse ids the trainer decoded to other text than the reference's tokenizer does.
+
+        The trainer decodes ``completion_ids`` with its processing class, skipping special
+        tokens; the same tokenizer gives the same text, another one almost never does. Only the
+        first completion is checked (cheap), and only when the trainer's text is plain (no
+        response parser that rewrites tool calls or reasoning).
+        """
+        first = completions[0] if completions else None
+        if isinstance(first, list) and first and isinstance(first[-1], dict):
+            first = first[-1].get("content")
+        parsed = getattr(self.tokenizer, "response_template", None) is not None \
+            or getattr(self.tokenizer, "response_schema", None) is not None
+        if not isinstance(first, str) or parsed:
+            return
+        ours = self.tokenizer.decode(completion_ids[0], skip_special_tokens=True)
+        if ours != first:
+            raise ValueError(f"the reference's tokenizer ({self.tokenizer.name_or_path!r}) decodes "
+                             f"completion 0 as {ours[:40]!r} but the trainer decoded it as "
+                             f"{first[:40]!r}: the policy's tokenizer differs from the reference's")
+
+
+def check_same_vocabulary(reference_tokenizer, policy_tokenizer) -> None:
+    """``ValueError`` naming both tokenizers unless they map the same tokens to the same ids."""
+    ours, theirs = reference_tokenizer.get_vocab(), policy_tokenizer.get_vocab()
+    if ours == theirs:
+        return
+    differ = len(set(ours.items()) ^ set(theirs.items()))
+    raise ValueError(f"the reference's tokenizer ({reference_tokenizer.name_or_path!r}, "
+                     f"{len(ours)} tokens) differs from the policy's "
+                     f"({policy_tokenizer.name_or_path!r}, {len(theirs)} tokens; {differ} "
+                     "token-id pairs differ): the reward scores the policy's ids, so both "
+                     "must share one vocabulary")
+
+
+def _load_reference(name: str, tokenizer, device, dtype):
+    """Load the frozen reference on this process's device: bf16 on a GPU, fp32 on a CPU."""
+    from ..device import resolve_device
+    from ..zoo import load
+
+    device = resolve_device(device) if device is not None else _process_device()
+    if dtype is None:
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    model, own_tokenizer = load(name, device=device, dtype=dtype)
+    model.requires_grad_(False)   # frozen: the reward never trains
+    return model, tokenizer or own_tokenizer
+
+
+def _process_device() -> torch.device:
+    """This process's device under torchrun / accelerate launch (its local GPU), else "auto"."""
+    try:
+        from accelerate import PartialState
+    except ImportError:   # without the scale extra: one process
+        from ..device import resolve_device
+        return resolve_device("auto")
+    return PartialState().device
+
+
+def _default_eos_ids(model, tokenizer) -> list[int]:
+    """TRL's rule: the tokenizer's eos and every eos id of the model's generation config."""
+    config = getattr(model, "generation_config", None)
+    declared = getattr(config, "eos_token_id", None)
+    declared = [] if declared is None else [declared] if isinstance(declared, int) \
+        else list(declared)
+    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    return ids + [t for t in declared if t not in ids]
