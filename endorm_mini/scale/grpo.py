@@ -28,7 +28,7 @@ from . import grpo_data, grpo_run
 
 REWARDS = ("endogenous", "verifier", "hybrid")
 # Settings a resumed run may change: they do not change what is learned.
-RESUMABLE = ("steps", "out", "save_every", "eval_problems", "eval_samples")
+RESUMABLE = ("steps", "out", "save_every", "eval_samples")
 
 
 @dataclass
@@ -131,16 +131,17 @@ def reward_weights(run: GRPORun) -> list[float]:
 def reward_functions(run: GRPORun, tokenizer, tally: grpo_run.RankTally) -> list:
     """The endogenous reward of the frozen reference (eq. 12), then the verifier, each counted
     by ``tally`` and logged by TRL as ``rewards/endogenous/…``, ``rewards/correct/…``."""
+    from .reward import EndogenousRewardFunction, arith_verifier
+
     funcs = []
     if run.reward != "verifier":
-        from .reward import EndogenousRewardFunction
-
         # Loaded here, once per process, on this process's device (bf16 on a GPU, fp32 on a
         # CPU), frozen; the policy's tokenizer must be the reference's (refused otherwise).
         endogenous = EndogenousRewardFunction(run.ref_model or run.model, alpha=run.alpha,
                                               policy_tokenizer=tokenizer)
         funcs.append(tally.wrap("endogenous", endogenous))
-    funcs.append(tally.wrap("correct", grpo_data.verifier_reward(run.arithmetic)))
+    verifier = arith_verifier if run.arithmetic else grpo_data.math_verifier
+    funcs.append(tally.wrap("correct", verifier))
     return funcs
 
 
@@ -241,12 +242,20 @@ def finish(trainer, run: GRPORun, tokenizer, held, before, seconds, size) -> dic
 
 
 # ---------------------------------------------------------------- commands
-def _grpo_command(args: argparse.Namespace) -> int:
+def _quiet_bars() -> None:
+    """No progress bars from loading weights and data: they would break the GRPO bar, and an
+    error stays one line."""
+    import datasets
     from transformers.utils import logging
 
+    logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+
+
+def _grpo_command(args: argparse.Namespace) -> int:
     names = [f.name for f in dataclasses.fields(GRPORun)]
     run = GRPORun(**{k: v for k, v in vars(args).items() if k in names})
-    logging.disable_progress_bar()  # weights loading/saving bars would break the GRPO bar
+    _quiet_bars()
     train(run, resume=args.resume)
     return 0
 
@@ -257,6 +266,7 @@ def _eval_command(args: argparse.Namespace) -> int:
 
     from ..zoo import load
 
+    _quiet_bars()
     model, tokenizer = load(args.model, device=args.device, dtype=args.dtype)
     arithmetic = args.dataset == grpo_data.TINY_ARITH
     if arithmetic:

@@ -7,7 +7,8 @@ and an answer column. Prompts become chat messages when the tokenizer has a chat
 then renders them with it, the way the kit's models were trained); otherwise plain text.
 
 The verifier is the kit's: ``tasks.is_correct`` for arithmetic (the exact answer, nothing
-more), ``tasks.math_correct`` (math-verify when installed) for any other data set. Accuracy is
+more; as a TRL reward function ``scale.reward.arith_verifier``), ``tasks.math_correct``
+(math-verify when installed) for any other data set. Accuracy is
 ``tasks.generate`` and the verifier on problems the run never trains on.
 """
 from __future__ import annotations
@@ -109,19 +110,10 @@ def is_right(arithmetic: bool, prompt, completion: str, answer: str) -> bool:
     return math_correct(gold, completion)
 
 
-def verifier_reward(arithmetic: bool):
-    """A TRL reward function: 1.0 when the completion is right, else 0.0 (eq.-free: a check)."""
-    def correct(prompts, completions, answer, **kwargs) -> list[float]:
-        return [float(is_right(arithmetic, _user_text(p), text_of(c), a))
-                for p, c, a in zip(prompts, completions, answer)]
-    return correct
-
-
-def _user_text(prompt) -> str:
-    """The user's text of a prompt (messages or a string): what ``tasks.is_correct`` parses."""
-    if isinstance(prompt, str):
-        return prompt
-    return "".join(m["content"] for m in prompt if m.get("role") == "user")
+def math_verifier(prompts, completions, answer, **kwargs) -> list[float]:
+    """A TRL reward function: 1.0 when the completion's final answer is the row's ``answer``
+    (``tasks.math_correct``), else 0.0. Tiny-arith's is ``scale.reward.arith_verifier``."""
+    return [float(is_right(False, None, text_of(c), a)) for c, a in zip(completions, answer)]
 
 
 def sampled_accuracy(model, tokenizer, rows: list[dict], arithmetic: bool, samples: int,
