@@ -93,7 +93,7 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def grpo_config(run: GRPORun, weights: list[float]):
+def grpo_config(run: GRPORun, weights: list[float], hub: dict | None = None):
     """TRL's ``GRPOConfig`` for ``run``: a step is ``prompts_per_step × num_generations``
     completions over all processes; on a CPU no bf16 and no gradient checkpointing (the
     tiny run's speed), on a GPU both (TRL's defaults)."""
@@ -116,7 +116,7 @@ def grpo_config(run: GRPORun, weights: list[float]):
         lr_scheduler_type="constant", warmup_steps=0, beta=run.beta,
         reward_weights=weights, use_vllm=run.vllm, vllm_mode="colocate",
         use_cpu=not gpu, bf16=gpu, activation_checkpointing=gpu,
-        model_init_kwargs={"dtype": "bfloat16" if gpu else "float32"},
+        model_init_kwargs={"dtype": "bfloat16" if gpu else "float32", **(hub or {})},
         logging_steps=1, save_strategy="steps", save_steps=run.save_every, save_total_limit=2,
         report_to="none", disable_tqdm=True, dataloader_num_workers=0)
 
@@ -157,27 +157,23 @@ def load_data(run: GRPORun, tokenizer) -> tuple[list[dict], list[dict]]:
 # ---------------------------------------------------------------- the run
 def train(run: GRPORun, resume: bool = False) -> dict:
     """Train by GRPO; the summary (accuracy before → after on held-out problems, seconds)."""
+    from ..chat import ensure_pad_token
+    from ..zoo import locate
+
+    checkpoint = grpo_run.check_folder(run.out, resume, run.settings(), run.steps)
+    path, hub = locate(run.model)   # a bad --model is one line, before the heavy imports
     from datasets import Dataset
     from transformers import AutoTokenizer, PrinterCallback, ProgressCallback
     from trl import GRPOTrainer
 
-    from ..chat import ensure_pad_token
-    from ..zoo import resolve
-
-    checkpoint = grpo_run.check_folder(run.out, resume, run.settings(), run.steps)
-    path = resolve(run.model)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
-    except OSError as err:  # a hub name offline or misspelt: one line
-        raise ValueError(f"--model {run.model!r}: cannot load its tokenizer "
-                         f"({(str(err).strip().splitlines() or ['?'])[0]})") from None
+    tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left", **hub)
     ensure_pad_token(tokenizer)
     train_rows, held = load_data(run, tokenizer)
     dataset = Dataset.from_list([
         {"prompt": grpo_data.as_prompt(r["prompt"], tokenizer, run.system), "answer": r["answer"]}
         for r in train_rows])
     tally = grpo_run.RankTally()
-    args = grpo_config(run, reward_weights(run))  # sets up the processes: the reward loads after
+    args = grpo_config(run, reward_weights(run), hub)  # sets up the processes: the reward after
     funcs = reward_functions(run, tokenizer, tally)
     trainer = GRPOTrainer(model=path, reward_funcs=funcs, args=args, train_dataset=dataset,
                           processing_class=tokenizer)
