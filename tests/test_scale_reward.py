@@ -389,3 +389,13 @@ def test_rloo_trainer_takes_it_too(arith, tmp_path):
     trainer, _ = _trl_run("RLOO", spy, tmp_path, steps=2)
     trainer.train()
     assert len(calls) == 2 and all(math.isfinite(r) for c in calls for r in c)
+
+
+def test_importing_it_imports_no_engine():
+    """trl, accelerate and datasets load only inside the functions that need them."""
+    import subprocess
+    import sys
+    code = ("import sys, endorm_mini.scale.reward; "
+            "print(sorted(m for m in ('trl', 'accelerate', 'datasets') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

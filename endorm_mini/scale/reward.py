@@ -25,6 +25,7 @@ import torch
 from ..reward import EndogenousReward
 
 REDUCES = ("sum", "mean")
+RENDER_CACHE = 65536   # rendered prompts remembered by a reward function (then it starts over)
 
 
 # ---------------------------------------------------------------- the reward of completions
@@ -59,6 +60,8 @@ def completion_rewards(scorer: EndogenousReward, prompt_ids: list[list[int]],
 
 def _as_id_list(ids) -> list:
     """A row of token ids as a list (TRL passes lists; a tensor row is accepted too)."""
+    if type(ids) is list:
+        return ids
     return ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
 
 
@@ -142,9 +145,13 @@ def trainer_prompt_ids(tokenizer, prompts: list, chat_template_kwargs: dict | No
     return [list(ids) for ids in tokenizer(text=list(prompts))["input_ids"]]
 
 
-def _prompt_key(prompt) -> str:
-    """A hashable key of a prompt, so a group's repeated prompt is rendered once."""
-    return prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True, default=str)
+def _prompt_key(prompt):
+    """A hashable key of a prompt, so a repeated prompt is rendered once."""
+    if isinstance(prompt, str):
+        return prompt
+    if all(len(m) == 2 and isinstance(m.get("content"), str) for m in prompt):
+        return tuple((m["role"], m["content"]) for m in prompt)   # the usual chat prompt, fast
+    return ("json", json.dumps(prompt, sort_keys=True, default=str))
 
 
 # ---------------------------------------------------------------- the TRL reward function
@@ -215,6 +222,7 @@ class EndogenousRewardFunction:
         self.eos_token_ids = _default_eos_ids(model, tokenizer) if eos_token_ids is None \
             else eos_token_ids
         self.chat_template_kwargs = dict(chat_template_kwargs or {})
+        self._rendered: dict = {}    # prompt key → its ids as the trainer rendered them
         self.__name__ = name or ("endogenous_reward" if verifier is None
                                  else "endogenous_hybrid_reward")
 
@@ -226,14 +234,7 @@ class EndogenousRewardFunction:
                              "completion_ids: one of each per completion")
         completion_ids = [_as_id_list(ids) for ids in completion_ids]
         self._check_decoding(completions, completion_ids)
-        rendered = {}
-        for p in prompts:   # GRPO repeats each prompt G times: render it once
-            rendered.setdefault(_prompt_key(p), p)
-        keys = list(rendered)
-        ids = trainer_prompt_ids(self.tokenizer, [rendered[k] for k in keys],
-                                 self.chat_template_kwargs)
-        by_key = dict(zip(keys, ids))
-        prompt_ids = [by_key[_prompt_key(p)] for p in prompts]
+        prompt_ids = self._prompt_ids(prompts)
         rewards = completion_rewards(self.scorer, prompt_ids, completion_ids,
                                      self.eos_token_ids, self.reduce)
         if self.verifier is None:
@@ -248,6 +249,22 @@ class EndogenousRewardFunction:
             raise ValueError(f"the verifier's reward for completion {bad[0]} is "
                              f"{checked[bad[0]]!r}, not a finite number")
         return [r + self.verifier_weight * float(v) for r, v in zip(rewards, checked)]
+
+    def _prompt_ids(self, prompts) -> list[list[int]]:
+        """The trainer's prompt ids, each distinct prompt rendered once and remembered (GRPO
+        repeats a prompt G times a step, and every epoch)."""
+        plain = [isinstance(p, str) for p in prompts]
+        if any(plain) and not all(plain):
+            raise ValueError(f"prompts[{plain.index(not plain[0])}] differs in kind from "
+                             "prompts[0]: prompts are all strings or all chat-message lists")
+        keys = [_prompt_key(p) for p in prompts]
+        new = {k: p for k, p in zip(keys, prompts) if k not in self._rendered}
+        if new:
+            if len(self._rendered) + len(new) > RENDER_CACHE:
+                self._rendered.clear()
+            ids = trainer_prompt_ids(self.tokenizer, list(new.values()), self.chat_template_kwargs)
+            self._rendered.update(zip(new, ids))
+        return [self._rendered[k] for k in keys]
 
     def _check_decoding(self, completions, completion_ids) -> None:
         """Refuse ids the trainer decoded to other text than the reference's tokenizer does.
