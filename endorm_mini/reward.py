@@ -323,14 +323,17 @@ class EndogenousReward:
         values[last[torch.tensor(ended, dtype=torch.bool)]] = 0.0    # terminal state after eos
         logprobs = (q - values) / self.alpha                         # at s_h: (f̂ − V(s_h)) / α
         rewards = q[:-1] - values[1:]                # eq. 12: f̂(s_h, a_h) − V(s_{h+1})
+        acts = torch.ones(len(rewards), dtype=torch.bool)
+        acts[last[:-1]] = False                      # a row's last state takes no action
+        totals = torch.zeros(len(r_list)).index_add_(0, row[:-1][acts], rewards[acts])
         out = []
-        for b, (start, finals) in enumerate(zip(run_start.tolist(), values[last].tolist())):
+        for b, (start, final, total) in enumerate(zip(run_start.tolist(), values[last].tolist(),
+                                                      totals.tolist())):
             T = len(r_list[b])
-            row_rewards = rewards[start:start + T]
             out.append(RewardResult(
                 token_ids=list(r_list[b]), tokens=self._token_texts(r_list[b]),
                 logprobs=logprobs[start:start + T], values=values[start:start + T],
-                final_value=finals, rewards=row_rewards, total=float(row_rewards.sum()),
+                final_value=final, rewards=rewards[start:start + T], total=total,
                 ended=ended[b], alpha=self.alpha))
         return out
 
