@@ -165,6 +165,24 @@ def test_completion_rewards_by_hand(arith, scorer):
     assert abs(plain.final_value) > 0.1
 
 
+def test_repeated_completions_are_scored_once_and_rewarded_alike(arith, scorer, monkeypatch):
+    """GRPO's groups repeat completions: each distinct (prompt, completion) is one scored row,
+    and every copy gets its reward, in the caller's order."""
+    model, tokenizer = arith
+    prompts, completions, ids = trainer_batch(tokenizer, "chat", ended=True)
+    p_ids = sr.trainer_prompt_ids(tokenizer, prompts)
+    alone = completion_rewards(scorer, p_ids, ids, tokenizer.eos_token_id)
+    order = [0, 3, 0, 0, 5, 3, 1, 0]
+    rows = []
+    real = scorer.score_ids
+    monkeypatch.setattr(scorer, "score_ids",
+                        lambda p, c, **k: rows.append(len(c)) or real(p, c, **k))
+    got = completion_rewards(scorer, [p_ids[i] for i in order], [ids[i] for i in order],
+                             tokenizer.eos_token_id)
+    assert rows == [4]
+    assert got == pytest.approx([alone[i] for i in order], abs=1e-5)
+
+
 def test_v_s1_cancels_under_the_group_baseline(arith, scorer):
     """Every completion of a group starts at s_1, so V(s_1) drops out of GRPO's advantages of
     the sum (eq. 12): the advantages of α Σ log π̂ − V(s_{T+1}) are the same."""
@@ -282,7 +300,8 @@ def test_bad_input_is_refused(arith):
         rf(prompts, completions, empty)
     beyond = [list(i) for i in ids]
     beyond[2] = beyond[2][:-1] + [len(tokenizer) + 7]
-    with pytest.raises(ValueError, match="not in the model's vocabulary"):
+    with pytest.raises(ValueError, match="completion 2: response token id 110 is not in the "
+                                         "model's vocabulary"):
         rf(prompts, completions[:2] + [[{"role": "assistant", "content": ""}]] + completions[3:],
            beyond)
     with pytest.raises(ValueError, match="5 prompts, 6 completions and 6 completion_ids"):
@@ -389,3 +408,13 @@ def test_rloo_trainer_takes_it_too(arith, tmp_path):
     trainer, _ = _trl_run("RLOO", spy, tmp_path, steps=2)
     trainer.train()
     assert len(calls) == 2 and all(math.isfinite(r) for c in calls for r in c)
+
+
+def test_importing_it_imports_no_engine():
+    """trl, accelerate and datasets load only inside the functions that need them."""
+    import subprocess
+    import sys
+    code = ("import sys, endorm_mini.scale.reward; "
+            "print(sorted(m for m in ('trl', 'accelerate', 'datasets') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -15,9 +15,9 @@ Nothing here imports ``trl``, ``accelerate`` or ``datasets`` at module level.
 """
 from __future__ import annotations
 
-import json
 import numbers
 import os
+import re
 from typing import Callable, Sequence
 
 import torch
@@ -25,6 +25,7 @@ import torch
 from ..reward import EndogenousReward
 
 REDUCES = ("sum", "mean")
+RENDER_CACHE = 65536   # rendered prompts remembered by a reward function (then it starts over)
 
 
 # ---------------------------------------------------------------- the reward of completions
@@ -49,9 +50,21 @@ def completion_rewards(scorer: EndogenousReward, prompt_ids: list[list[int]],
     for i, ids in enumerate(completion_ids):
         if not ids:
             raise ValueError(f"completion_ids[{i}] has no ids: there is no action to score")
-    results = scorer.score_ids(prompt_ids, completion_ids, progress=False,
-                               eos_token_ids=eos_token_ids)
-    totals = [r.total for r in results]
+    # GRPO samples G completions of each prompt, and a confident policy repeats itself (44% of
+    # the completions in benchmarks/grpo_reward.py): each distinct pair is scored once.
+    distinct: dict[tuple, int] = {}
+    index = [distinct.setdefault((tuple(p), tuple(c)), len(distinct))
+             for p, c in zip(prompt_ids, completion_ids)]
+    try:
+        results = scorer.score_ids([list(p) for p, _ in distinct], [list(c) for _, c in distinct],
+                                   progress=False, eos_token_ids=eos_token_ids)
+    except ValueError as err:   # name the caller's row, not the distinct pair's
+        found = re.match(r"item (\d+): ", str(err))
+        if found is None:
+            raise
+        row = index.index(int(found.group(1)))
+        raise ValueError(f"completion {row}: {str(err)[found.end():]}") from None
+    totals = [results[i].total for i in index]
     if reduce == "mean":
         totals = [total / len(ids) for total, ids in zip(totals, completion_ids)]
     return totals
@@ -59,6 +72,8 @@ def completion_rewards(scorer: EndogenousReward, prompt_ids: list[list[int]],
 
 def _as_id_list(ids) -> list:
     """A row of token ids as a list (TRL passes lists; a tensor row is accepted too)."""
+    if type(ids) is list:
+        return ids
     return ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
 
 
@@ -142,9 +157,11 @@ def trainer_prompt_ids(tokenizer, prompts: list, chat_template_kwargs: dict | No
     return [list(ids) for ids in tokenizer(text=list(prompts))["input_ids"]]
 
 
-def _prompt_key(prompt) -> str:
-    """A hashable key of a prompt, so a group's repeated prompt is rendered once."""
-    return prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True, default=str)
+def _prompt_key(prompt):
+    """A key of a prompt, so a repeated prompt is rendered once: the text itself, or the
+    messages' ``repr`` (equal prompts from one dataset have equal reprs; a prompt whose repr
+    is not reproducible, an image say, is only rendered again)."""
+    return prompt if isinstance(prompt, str) else ("chat", repr(prompt))
 
 
 # ---------------------------------------------------------------- the TRL reward function
@@ -215,6 +232,7 @@ class EndogenousRewardFunction:
         self.eos_token_ids = _default_eos_ids(model, tokenizer) if eos_token_ids is None \
             else eos_token_ids
         self.chat_template_kwargs = dict(chat_template_kwargs or {})
+        self._rendered: dict = {}    # prompt key → its ids as the trainer rendered them
         self.__name__ = name or ("endogenous_reward" if verifier is None
                                  else "endogenous_hybrid_reward")
 
@@ -226,14 +244,7 @@ class EndogenousRewardFunction:
                              "completion_ids: one of each per completion")
         completion_ids = [_as_id_list(ids) for ids in completion_ids]
         self._check_decoding(completions, completion_ids)
-        rendered = {}
-        for p in prompts:   # GRPO repeats each prompt G times: render it once
-            rendered.setdefault(_prompt_key(p), p)
-        keys = list(rendered)
-        ids = trainer_prompt_ids(self.tokenizer, [rendered[k] for k in keys],
-                                 self.chat_template_kwargs)
-        by_key = dict(zip(keys, ids))
-        prompt_ids = [by_key[_prompt_key(p)] for p in prompts]
+        prompt_ids = self._prompt_ids(prompts)
         rewards = completion_rewards(self.scorer, prompt_ids, completion_ids,
                                      self.eos_token_ids, self.reduce)
         if self.verifier is None:
@@ -248,6 +259,22 @@ class EndogenousRewardFunction:
             raise ValueError(f"the verifier's reward for completion {bad[0]} is "
                              f"{checked[bad[0]]!r}, not a finite number")
         return [r + self.verifier_weight * float(v) for r, v in zip(rewards, checked)]
+
+    def _prompt_ids(self, prompts) -> list[list[int]]:
+        """The trainer's prompt ids, each distinct prompt rendered once and remembered (GRPO
+        repeats a prompt G times a step, and every epoch)."""
+        plain = [isinstance(p, str) for p in prompts]
+        if any(plain) and not all(plain):
+            raise ValueError(f"prompts[{plain.index(not plain[0])}] differs in kind from "
+                             "prompts[0]: prompts are all strings or all chat-message lists")
+        keys = [_prompt_key(p) for p in prompts]
+        new = {k: p for k, p in zip(keys, prompts) if k not in self._rendered}
+        if new:
+            if len(self._rendered) + len(new) > RENDER_CACHE:
+                self._rendered.clear()
+            ids = trainer_prompt_ids(self.tokenizer, list(new.values()), self.chat_template_kwargs)
+            self._rendered.update(zip(new, ids))
+        return [self._rendered[k] for k in keys]
 
     def _check_decoding(self, completions, completion_ids) -> None:
         """Refuse ids the trainer decoded to other text than the reference's tokenizer does.
