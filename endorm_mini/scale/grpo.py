@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -183,6 +184,7 @@ def train(run: GRPORun, resume: bool = False) -> dict:
     main = trainer.is_world_process_zero()
     if main:
         grpo_run.write_json(os.path.join(run.out, grpo_run.RUN), run.settings())
+    # The first process measures the base alone; the others wait at training's first collective.
     before = evaluate(trainer, run, tokenizer, held) if main and not checkpoint else None
     first = grpo_run.checkpoint_step(checkpoint) + 1 if checkpoint else 1
     t0 = time.perf_counter()
@@ -216,7 +218,6 @@ def finish(trainer, run: GRPORun, tokenizer, held, before, seconds, size) -> dic
     grpo_run.plot_log(run.out, rows)
     summary_path = os.path.join(run.out, grpo_run.SUMMARY)
     if before is None and os.path.exists(summary_path):  # resumed: the base is the first run's
-        import json
         with open(summary_path) as f:
             before = json.load(f).get("base_accuracy")
     after = evaluate(trainer, run, tokenizer, held)
@@ -258,8 +259,6 @@ def _grpo_command(args: argparse.Namespace) -> int:
 
 def _eval_command(args: argparse.Namespace) -> int:
     """Accuracy of ``--model`` on ``--dataset`` (all rows or ``--limit``), one process."""
-    import json
-
     from ..zoo import load
 
     _quiet_bars()
