@@ -205,3 +205,28 @@ def test_without_trl_the_command_is_absent_not_broken(monkeypatch, capsys):
         parser.parse_args(["grpo"])
     assert stop.value.code == 2 and "invalid choice: 'grpo'" in capsys.readouterr().err
     assert parser.parse_args(["ppo"]).command == "ppo"   # the rest of the kit is there
+
+
+@pytest.mark.parametrize("gold, response, right", [
+    ("18", "The answer is \\boxed{18}.", True),     # a bare gold answer is boxed for the check
+    ("18", "The answer is \\boxed{19}.", False),
+    ("So $x = 2$, and $\\boxed{2}$.", "\\boxed{2}", True),   # a MATH solution as the gold
+    ("So $x = 2$, and $\\boxed{2}$.", "\\boxed{3}", False),
+])
+def test_math_answers_are_checked_against_the_gold_column(gold, response, right):
+    from endorm_mini.scale.grpo_data import is_right
+
+    assert is_right(False, None, response, gold) is right
+
+
+@pytest.mark.parametrize("gold, response, right", [
+    ("\\frac{14}{3}", "So $\\boxed{\\frac{14}{3}}$.", True),
+    ("\\frac{14}{3}", "So $\\boxed{\\frac{14}{5}}$.", False),
+    ("\\left( 3, \\frac{\\pi}{2} \\right)", "Thus $\\boxed{(3, \\frac{\\pi}{2})}$", True),
+])
+def test_latex_answers_with_math_verify(gold, response, right):
+    """MATH-500's answers are LaTeX: only math-verify (the colab extra) compares them."""
+    pytest.importorskip("math_verify")
+    from endorm_mini.scale.grpo_data import is_right
+
+    assert is_right(False, None, response, gold) is right
