@@ -5,6 +5,7 @@ the same texts: the prompt rendered as TRL renders it (a chat template for chat 
 for plain text), eos-ended completions terminal (V = 0), cut ones keeping their last V. Its
 group baseline must be TRL's. Each comparison is shown to reject a known wrong implementation.
 """
+import contextlib
 import copy
 import math
 
@@ -55,20 +56,12 @@ def expected_rewards(model, tokenizer, kind: str, ended: bool, reduce: str) -> l
     out = []
     for prompt, text in CASES:
         with pytest.warns(UserWarning, match="no chat template") if kind == "plain" \
-                else _no_warning():
+                else contextlib.nullcontext():
             result = er.score(prompt, text, system=SYSTEM if kind == "system" else None)
         total = result.total if ended else float(result.rewards[:-1].sum())
         n = len(result.rewards) if ended else len(result.rewards) - 1
         out.append(total / n if reduce == "mean" else total)
     return out
-
-
-class _no_warning:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def disagreement(reward_function, model, tokenizer) -> float:
