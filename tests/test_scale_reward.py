@@ -5,6 +5,7 @@ the same texts: the prompt rendered as TRL renders it (a chat template for chat 
 for plain text), eos-ended completions terminal (V = 0), cut ones keeping their last V. Its
 group baseline must be TRL's. Each comparison is shown to reject a known wrong implementation.
 """
+import contextlib
 import copy
 import math
 
@@ -55,20 +56,12 @@ def expected_rewards(model, tokenizer, kind: str, ended: bool, reduce: str) -> l
     out = []
     for prompt, text in CASES:
         with pytest.warns(UserWarning, match="no chat template") if kind == "plain" \
-                else _no_warning():
+                else contextlib.nullcontext():
             result = er.score(prompt, text, system=SYSTEM if kind == "system" else None)
         total = result.total if ended else float(result.rewards[:-1].sum())
         n = len(result.rewards) if ended else len(result.rewards) - 1
         out.append(total / n if reduce == "mean" else total)
     return out
-
-
-class _no_warning:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def disagreement(reward_function, model, tokenizer) -> float:
@@ -183,6 +176,24 @@ def test_repeated_completions_are_scored_once_and_rewarded_alike(arith, scorer, 
     assert got == pytest.approx([alone[i] for i in order], abs=1e-5)
 
 
+def test_every_eos_id_of_the_generation_config_ends_a_completion(arith):
+    """TRL stops on the tokenizer's eos and every eos id of the model's generation config
+    (a chat model's end-of-turn token): the reward function makes each of them terminal."""
+    model, tokenizer = arith
+    model = copy.deepcopy(model)
+    turn_end = tokenizer.convert_tokens_to_ids("<|user|>")
+    model.generation_config.eos_token_id = [turn_end]
+    rf = EndogenousRewardFunction(model, tokenizer)
+    assert rf.eos_token_ids == [tokenizer.eos_token_id, turn_end]
+    prompts, completions, ids = trainer_batch(tokenizer, "chat", ended=False)
+    cut = rf(prompts, completions, ids)
+    ended = rf(prompts, completions, [row + [turn_end] for row in ids])
+    p_ids = sr.trainer_prompt_ids(tokenizer, prompts)
+    by_hand = rf.scorer.score_ids(p_ids, [row + [turn_end] for row in ids], progress=False)
+    assert ended == pytest.approx([r.total + r.final_value for r in by_hand], abs=1e-4)
+    assert max(abs(a - b) for a, b in zip(ended, cut)) > 0.1
+
+
 def test_v_s1_cancels_under_the_group_baseline(arith, scorer):
     """Every completion of a group starts at s_1, so V(s_1) drops out of GRPO's advantages of
     the sum (eq. 12): the advantages of α Σ log π̂ − V(s_{T+1}) are the same."""
@@ -202,7 +213,7 @@ def test_v_s1_cancels_under_the_group_baseline(arith, scorer):
 
 # ---------------------------------------------------------------- group advantages vs TRL
 def trl_advantages(rewards, G, scale=True):
-    """TRL 1.16 ``trl/trainer/grpo_trainer.py`` lines 2762–2786 and 2797, with TRL's own nanstd."""
+    """TRL 1.16 ``trl/trainer/grpo_trainer.py`` lines 2761–2787 and 2810, with TRL's own nanstd."""
     from trl.trainer.utils import nanstd
     mean = torch.nanmean(rewards.view(-1, G), dim=1).repeat_interleave(G, dim=0)
     if G > 1:

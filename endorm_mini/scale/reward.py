@@ -22,6 +22,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from ..device import resolve_device
 from ..reward import EndogenousReward
 
 REDUCES = ("sum", "mean")
@@ -83,7 +84,7 @@ def group_advantages(rewards: torch.Tensor, group_size: int, scale: bool = True,
     """GRPO's group-relative advantages, exactly as TRL computes them: each reward minus the mean of
     its group of `group_size` consecutive completions, divided by the group's std + eps when scale.
 
-    Transcribed from TRL 1.16 ``trl/trainer/grpo_trainer.py`` lines 2762–2786
+    Transcribed from TRL 1.16 ``trl/trainer/grpo_trainer.py`` lines 2761–2787 and 2810
     (``multi_objective_aggregation="sum_then_normalize"``, ``scale_rewards="group"`` or
     ``"none"``) with ``nanstd`` of ``trl/trainer/utils.py`` line 1021: the std is the sample
     std (Bessel's n − 1), a NaN reward (TRL's "unscorable") is left out of its group's mean
@@ -131,7 +132,7 @@ def trainer_prompt_ids(tokenizer, prompts: list, chat_template_kwargs: dict | No
                        ) -> list[list[int]]:
     """Prompt ids exactly as TRL 1.16's trainers build them for generation.
 
-    ``GRPOTrainer._tokenize_prompts`` (``trl/trainer/grpo_trainer.py`` lines 1684–1759;
+    ``GRPOTrainer._tokenize_prompts`` (``trl/trainer/grpo_trainer.py`` lines 1684–1761;
     ``RLOOTrainer``'s at ``rloo_trainer.py`` line 1249 is the same): conversational prompts
     (a system message included, if the dataset has one) through the processing class's chat
     template with ``add_generation_prompt=True`` and ``GRPOConfig.chat_template_kwargs``;
@@ -214,6 +215,9 @@ class EndogenousRewardFunction:
         if isinstance(verifier_weight, bool) or not isinstance(verifier_weight, numbers.Real):
             raise ValueError(f"verifier_weight must be a number, got {verifier_weight!r}")
         if isinstance(model, (str, os.PathLike)):
+            device = resolve_device(device) if device is not None else _process_device()
+            if dtype is None:   # bf16 on a GPU, fp32 on a CPU
+                dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
             model, tokenizer = _load_reference(str(model), tokenizer, device, dtype)
         elif tokenizer is None:
             raise ValueError("tokenizer: a loaded model needs its tokenizer "
@@ -316,14 +320,10 @@ def _name(tokenizer) -> str:
     return repr(tokenizer.name_or_path) if tokenizer.name_or_path else type(tokenizer).__name__
 
 
-def _load_reference(name: str, tokenizer, device, dtype):
-    """Load the frozen reference on this process's device: bf16 on a GPU, fp32 on a CPU."""
-    from ..device import resolve_device
+def _load_reference(name: str, tokenizer, device: torch.device, dtype: torch.dtype):
+    """Load the frozen reference: eval mode, no gradients."""
     from ..zoo import load
 
-    device = resolve_device(device) if device is not None else _process_device()
-    if dtype is None:
-        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     model, own_tokenizer = load(name, device=device, dtype=dtype)
     model.requires_grad_(False)   # frozen: the reward never trains
     return model, tokenizer or own_tokenizer
@@ -334,7 +334,6 @@ def _process_device() -> torch.device:
     try:
         from accelerate import PartialState
     except ImportError:   # without the scale extra: one process
-        from ..device import resolve_device
         return resolve_device("auto")
     return PartialState().device
 
