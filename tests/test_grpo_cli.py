@@ -230,3 +230,13 @@ def test_latex_answers_with_math_verify(gold, response, right):
     from endorm_mini.scale.grpo_data import is_right
 
     assert is_right(False, None, response, gold) is right
+
+
+def test_the_command_line_imports_no_scale_package_until_grpo_runs():
+    """``endorm-mini`` builds its parser (grpo included) without importing trl, accelerate or
+    datasets: they are the scale extra's, imported inside the functions that run."""
+    code = ("import sys; from endorm_mini import cli; cli.build_parser(); "
+            "print(sorted(m for m in ('trl', 'accelerate', 'datasets') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr[-2000:]
