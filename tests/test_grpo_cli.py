@@ -53,6 +53,12 @@ def test_endogenous_reward_raises_sampled_accuracy_single_process(tmp_path, caps
     assert summary["processes"] == 1 and summary["steps"] == STEPS
     assert summary["accuracy"] >= summary["base_accuracy"] + MARGIN, summary
     assert log_steps(out) == list(range(1, STEPS + 1))
+    with open(out / "log.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    # GRPO trained on the endogenous reward alone: the verifier (weight 0) was only logged
+    assert all(float(r["reward"]) == pytest.approx(float(r["endogenous"]), abs=1e-4)
+               for r in rows)
+    assert {float(r["accuracy"]) for r in rows} != {0.0}
     assert (out / "grpo.png").stat().st_size > 0
     scored = read_json(out / "ranks" / "rank-0.json")["completions_scored"]
     assert scored == {"endogenous": STEPS * COMPLETIONS, "correct": STEPS * COMPLETIONS}
