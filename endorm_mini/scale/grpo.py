@@ -97,7 +97,7 @@ def world_size() -> int:
 def grpo_config(run: GRPORun, weights: list[float], hub: dict | None = None):
     """TRL's ``GRPOConfig`` for ``run``: a step is ``prompts_per_step × num_generations``
     completions over all processes; on a CPU no bf16 and no gradient checkpointing (the
-    tiny run's speed), on a GPU both (TRL's defaults)."""
+    tiny run's speed), on a GPU both (TRL's defaults; bf16 where the GPU has it)."""
     import torch
     from trl import GRPOConfig
 
@@ -108,6 +108,7 @@ def grpo_config(run: GRPORun, weights: list[float], hub: dict | None = None):
                          f"must split evenly over {world_size()} process(es) × "
                          f"{run.gradient_accumulation_steps} accumulation step(s)")
     gpu = torch.cuda.is_available() and os.environ.get("ACCELERATE_USE_CPU", "") != "1"
+    bf16 = gpu and torch.cuda.is_bf16_supported()   # a T4 has none: fp32 there
     return GRPOConfig(
         output_dir=run.out, max_steps=run.steps, seed=run.seed,
         per_device_train_batch_size=completions // per_step,
@@ -116,8 +117,8 @@ def grpo_config(run: GRPORun, weights: list[float], hub: dict | None = None):
         temperature=run.temperature, learning_rate=run.learning_rate,
         lr_scheduler_type="constant", warmup_steps=0, beta=run.beta,
         reward_weights=weights, use_vllm=run.vllm, vllm_mode="colocate",
-        use_cpu=not gpu, bf16=gpu, activation_checkpointing=gpu,
-        model_init_kwargs={"dtype": "bfloat16" if gpu else "float32", **(hub or {})},
+        use_cpu=not gpu, bf16=bf16, activation_checkpointing=gpu,
+        model_init_kwargs={"dtype": "bfloat16" if bf16 else "float32", **(hub or {})},
         logging_steps=1, save_strategy="steps", save_steps=run.save_every, save_total_limit=2,
         report_to="none", disable_tqdm=True, dataloader_num_workers=0)
 
