@@ -75,6 +75,16 @@ def endogenous_rewards(logits: torch.Tensor, actions: torch.Tensor, alpha: float
     return logprobs, values, rewards
 
 
+def _eos_set(eos_token_ids) -> frozenset:
+    """The ids that end a response, as a set (one int or several; none for ``None``)."""
+    if eos_token_ids is None:   # a tokenizer without eos: no response counts as ended
+        return frozenset()
+    ids = [eos_token_ids] if isinstance(eos_token_ids, numbers.Integral) else list(eos_token_ids)
+    if not all(isinstance(t, numbers.Integral) for t in ids):
+        raise ValueError(f"eos_token_ids must be one token id or several, got {eos_token_ids!r}")
+    return frozenset(int(t) for t in ids)
+
+
 # ---------------------------------------------------------------- results
 @dataclass
 class RewardResult:
@@ -138,6 +148,7 @@ class EndogenousReward:
         # lm_head_multiplier, ...) are found by a self-check on the first batch, not by
         # reading configs, and are scored through the model's full forward instead.
         self._plain_head: bool | None = None   # None: not checked yet
+        self._token_text: dict[int, str] = {}   # id → its text, decoded once
 
     # -- public API
     def score(self, prompt, response: str, system: str | None = None) -> RewardResult:
@@ -175,8 +186,13 @@ class EndogenousReward:
         return self.score_ids(p_ids, r_ids, progress=progress)
 
     @torch.no_grad()
-    def score_ids(self, prompt_ids_list, response_ids_list, progress: bool = True) -> list[RewardResult]:
-        """Score token ids directly. A response is ``ended`` when its last id is eos."""
+    def score_ids(self, prompt_ids_list, response_ids_list, progress: bool = True,
+                  eos_token_ids=None) -> list[RewardResult]:
+        """Score token ids directly. A response is ``ended`` when its last id is eos.
+
+        ``eos_token_ids`` (an id or several; default: the tokenizer's eos) are the ids that end
+        a response, e.g. a chat model's end-of-turn token besides its eos (TRL stops on all)."""
+        eos_ids = _eos_set(self.tokenizer.eos_token_id if eos_token_ids is None else eos_token_ids)
         for name, value in (("prompt_ids_list", prompt_ids_list),
                             ("response_ids_list", response_ids_list)):
             if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
@@ -189,6 +205,8 @@ class EndogenousReward:
                     self.model.get_output_embeddings().weight.shape[0])
         for i, (p, r) in enumerate(zip(prompt_ids_list, response_ids_list)):
             for part, ids in (("prompt", p), ("response", r)):
+                if set(map(type, ids)) == {int} and 0 <= min(ids) and max(ids) < vocab:
+                    continue   # the usual case, checked fast: a trainer calls this every step
                 bad = [t for t in ids if not isinstance(t, numbers.Integral) or not 0 <= t < vocab]
                 if bad:
                     raise ValueError(f"item {i}: {part} token id {bad[0]!r} is not in the model's "
@@ -215,7 +233,7 @@ class EndogenousReward:
                    disable=not progress or len(batches) < 2)
         for batch in bar:
             scored = self._score_batch([prompt_ids_list[i] for i in batch],
-                                       [response_ids_list[i] for i in batch])
+                                       [response_ids_list[i] for i in batch], eos_ids)
             for i, result in zip(batch, scored):
                 results[i] = result
         return results
@@ -239,73 +257,88 @@ class EndogenousReward:
         tolerance = 4 * torch.finfo(hidden.dtype).eps * float(full.abs().max().clamp(min=1.0))
         return float((shortcut - full).abs().max()) <= tolerance
 
-    def _response_states(self, input_ids, attention_mask):
-        """Final hidden states [B, L, D] and the head that maps them to logits.
+    def _response_states(self, input_ids, first_length: int):
+        """Final hidden states [B, L, D] of right-padded ``input_ids`` and the head that maps
+        them to logits (``first_length``: row 0's real tokens).
 
         The head runs later only on response positions; a model whose head is more than
         its output embeddings (the first batch's self-check says) gets its full logits
-        here instead (head = identity).
+        here instead (head = identity). No attention mask: the padding is on the right, so
+        in a causal model no real position attends to it and the states we read are the
+        masked forward's (test_reward's parity tests); without a mask SDPA takes its causal
+        kernel (15% of a tiny-arith forward). No KV cache either (10% more).
         """
-        if self._plain_head is None:  # right padding: row 0's first tokens are real
-            n = int(attention_mask[0].sum().clamp(max=16))
+        if self._plain_head is None:
+            n = min(first_length, 16)
             self._plain_head = self._head_shortcut_is_exact(input_ids[:1, :n])
         if self._plain_head:
             base = self.model.get_decoder()
-            hidden = base(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            hidden = base(input_ids=input_ids, use_cache=False).last_hidden_state
             return hidden, self.model.get_output_embeddings()
-        logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits
-        return logits, (lambda x: x)
+        return self.model(input_ids=input_ids, use_cache=False).logits, (lambda x: x)
 
-    def _score_batch(self, p_list, r_list) -> list[RewardResult]:
+    def _score_batch(self, p_list, r_list, eos_ids: frozenset) -> list[RewardResult]:
         pad = self.tokenizer.pad_token_id
-        L = max(len(p) + len(r) for p, r in zip(p_list, r_list))
-        input_ids = torch.full((len(p_list), L), pad, dtype=torch.long)
-        attention_mask = torch.zeros((len(p_list), L), dtype=torch.long)
-        for b, (p, r) in enumerate(zip(p_list, r_list)):  # right padding, whatever the tokenizer's side
-            input_ids[b, :len(p) + len(r)] = torch.tensor(p + r)
-            attention_mask[b, :len(p) + len(r)] = 1
-        input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
-        starts, T = [len(p) for p in p_list], [len(r) for r in r_list]
-        eos = self.tokenizer.eos_token_id
-        out = []
-        hidden, head = self._response_states(input_ids, attention_mask)
+        lengths = torch.tensor([len(p) + len(r) for p, r in zip(p_list, r_list)])
+        L = int(lengths.max())
+        # right padding, whatever the tokenizer's side; one tensor built from Python lists
+        input_ids = torch.tensor([[*p, *r] + [pad] * (L - len(p) - len(r))
+                                  for p, r in zip(p_list, r_list)], device=self.device)
+        hidden, head = self._response_states(input_ids, int(lengths[0]))   # [B, L, D or V]
+        # Every response's states s_1 … s_{T+1}, all rows in one flat list of N = Σ (T + 1):
+        # row b's run starts at its last prompt token; the head then runs on N states at once.
+        sizes = torch.tensor([len(r) + 1 for r in r_list])
+        row = torch.repeat_interleave(torch.arange(len(r_list)), sizes)            # [N]
+        run_start = torch.cumsum(sizes, 0) - sizes                                # [B]
+        first = torch.tensor([len(p) - 1 for p in p_list])
+        position = row * L + first[row] + torch.arange(int(sizes.sum())) - run_start[row]
+        states = hidden.reshape(-1, hidden.shape[-1])[position.to(self.device)]   # [N, D]
+        # the action taken in each state; the state after the last has none (0, unused)
+        actions = torch.tensor([t for r in r_list for t in (*r, 0)], device=self.device)
         # One reused logits buffer: on a CPU, a fresh [chunk, V] tensor per chunk costs as
         # much in page faults as the matmul itself (measured with a 151,936-token vocabulary).
         linear = head if isinstance(head, torch.nn.Linear) else None
         if linear is not None:
             buffer = hidden.new_empty(self.chunk_size, linear.out_features)
-        for b in range(len(p_list)):
-            actions = torch.tensor(r_list[b], device=self.device)
-            states = hidden[b, starts[b] - 1:starts[b] + T[b]]        # [t+1, D]: s_1 … s_{t+1}
-            # Chunked: per chunk only V and the chosen logit are kept, never [T, V] in fp32.
-            values, q = [], []
-            offset = 0
-            for h in states.split(self.chunk_size):
-                if linear is not None:                               # [n, V], ours to overwrite
-                    c = torch.matmul(h, linear.weight.T, out=buffer[: h.shape[0]])
-                    if linear.bias is not None:
-                        c += linear.bias
-                else:
-                    c = head(h)
-                c = c.float()
-                idx = actions[offset:offset + c.shape[0]]
-                q.append(c[: idx.shape[0]].gather(-1, idx.unsqueeze(-1)).squeeze(-1))
-                values.append(_soft_value_inplace(c, self.alpha))
-                offset += c.shape[0]
-            values, q = torch.cat(values).cpu(), torch.cat(q).cpu()  # [t+1], [t]
-            if not (torch.isfinite(values).all() and torch.isfinite(q).all()):
-                # A NaN or +inf logit makes V non-finite; checking V is as sure as checking
-                # every logit, at 1/V of the cost.
-                raise ValueError("the model produced NaN/inf logits; check the weights and dtype "
-                                 "(fp16 overflow?) before trusting any reward")
-            ended = r_list[b][-1] == eos
-            if ended:
-                values[-1] = 0.0                                      # terminal state after eos
-            logprobs = (q - values[:-1]) / self.alpha
-            rewards = q - values[1:]
+        values, q = [], []
+        # Chunked: per chunk only V and the chosen logit are kept, never [N, V] in fp32.
+        for h, idx in zip(states.split(self.chunk_size), actions.split(self.chunk_size)):
+            if linear is not None:                                   # [n, V], ours to overwrite
+                c = torch.matmul(h, linear.weight.T, out=buffer[: h.shape[0]])
+                if linear.bias is not None:
+                    c += linear.bias
+            else:
+                c = head(h)                                          # a copy: ours to overwrite
+            c = c.float()
+            q.append(c.gather(-1, idx.unsqueeze(-1)).squeeze(-1))
+            values.append(_soft_value_inplace(c, self.alpha))
+        values, q = torch.cat(values).cpu(), torch.cat(q).cpu()      # [N], [N]
+        if not (torch.isfinite(values).all() and torch.isfinite(q).all()):
+            # A NaN or +inf logit makes V non-finite; checking V is as sure as checking
+            # every logit, at 1/V of the cost.
+            raise ValueError("the model produced NaN/inf logits; check the weights and dtype "
+                             "(fp16 overflow?) before trusting any reward")
+        ended = [r[-1] in eos_ids for r in r_list]
+        last = run_start + sizes - 1                                  # [B]: s_{T+1} of each row
+        values[last[torch.tensor(ended, dtype=torch.bool)]] = 0.0    # terminal state after eos
+        logprobs = (q - values) / self.alpha                         # at s_h: (f̂ − V(s_h)) / α
+        rewards = q[:-1] - values[1:]                # eq. 12: f̂(s_h, a_h) − V(s_{h+1})
+        acts = torch.ones(len(rewards), dtype=torch.bool)
+        acts[last[:-1]] = False                      # a row's last state takes no action
+        totals = torch.zeros(len(r_list)).index_add_(0, row[:-1][acts], rewards[acts])
+        out = []
+        for b, (start, final, total) in enumerate(zip(run_start.tolist(), values[last].tolist(),
+                                                      totals.tolist())):
+            T = len(r_list[b])
             out.append(RewardResult(
-                token_ids=list(r_list[b]),
-                tokens=[self.tokenizer.decode([t]) for t in r_list[b]],
-                logprobs=logprobs, values=values[:-1], final_value=float(values[-1]),
-                rewards=rewards, total=float(rewards.sum()), ended=ended, alpha=self.alpha))
+                token_ids=list(r_list[b]), tokens=self._token_texts(r_list[b]),
+                logprobs=logprobs[start:start + T], values=values[start:start + T],
+                final_value=final, rewards=rewards[start:start + T], total=total,
+                ended=ended[b], alpha=self.alpha))
         return out
+
+    def _token_texts(self, ids) -> list[str]:
+        """Each id decoded alone, remembered: decoding one id costs more than scoring it."""
+        cache = self._token_text
+        return [cache[t] if t in cache else cache.setdefault(t, self.tokenizer.decode([t]))
+                for t in ids]

@@ -97,6 +97,17 @@ def resolve(name_or_path: str) -> str:
     return name
 
 
+def locate(name_or_path: str) -> tuple[str, dict]:
+    """``(path, from_pretrained options)`` of a zoo name, a local folder or a hub id: what
+    ``load`` loads, for code that loads it otherwise (TRL loads the policy by its path). The
+    same one-line ``ValueError``s as ``load``, before anything heavy runs."""
+    path = resolve(name_or_path)
+    if Path(path).exists():
+        check_model_folder(path)
+        return path, {}
+    return path, _hub_options(path)
+
+
 def load(name_or_path: str, device="auto", dtype=None):
     """``(model, tokenizer)`` for a zoo name, a local folder or a hub id; the model in eval mode.
 
@@ -112,11 +123,8 @@ def load(name_or_path: str, device="auto", dtype=None):
     from .device import resolve_device, resolve_dtype
 
     device = resolve_device(device)
-    path = resolve(name_or_path)
+    path, hub = locate(name_or_path)
     local = Path(path).exists()
-    if local:
-        check_model_folder(path)
-    hub = {} if local else _hub_options(path)
     kwargs = {}
     if resolve_dtype(dtype) is not None:   # transformers 5 renamed torch_dtype to dtype
         key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"

@@ -5,6 +5,7 @@ loads, so this is quick); a few cases run as real subprocesses, where stray warn
 progress bars or tracebacks on stderr would show, and where HF_HUB_OFFLINE can be unset.
 The API raises the same ``ValueError``s (``zoo.load``, ``resolve_device``, ``EndogenousReward``).
 """
+import importlib.util
 import math
 import os
 import shutil
@@ -34,6 +35,10 @@ COMMANDS = {
 MODEL_COMMANDS = ["score", "rmbench", "diagonal", "ppo"]
 DEVICE_COMMANDS = ["score", "rmbench", "diagonal", "ppo", "tour"]
 ALPHA_COMMANDS = ["score", "rmbench", "diagonal"]
+if importlib.util.find_spec("trl"):   # grpo is there only with the scale extra
+    COMMANDS["grpo"] = ["grpo", "--steps", "1", "--out", "{tmp}/grpo"]
+    MODEL_COMMANDS.append("grpo")
+    ALPHA_COMMANDS.append("grpo")
 
 
 @pytest.fixture

@@ -2,7 +2,9 @@
 
 - :mod:`endorm_mini.scale.reward`: the endogenous reward as a reward function for TRL's
   ``GRPOTrainer`` and ``RLOOTrainer`` (``reward_funcs=[...]``), and GRPO's group baseline;
-- :mod:`endorm_mini.scale.grpo`: the ``endorm-mini grpo`` command (TRL's GRPO underneath);
+- :mod:`endorm_mini.scale.grpo`: the ``endorm-mini grpo`` command (TRL's GRPO underneath) and
+  ``grpo-eval``; its data and verifiers in ``grpo_data``, its run folder in ``grpo_run``;
+- :mod:`endorm_mini.scale.recipe`: the paper's 7B run: commands and memory arithmetic;
 - :mod:`endorm_mini.scale.rmbench`: ``endorm-mini rmbench`` split across the processes of
   ``torchrun`` / ``accelerate launch``.
 
