@@ -129,8 +129,8 @@ def trainer_prompt_ids(tokenizer, prompts: list, chat_template_kwargs: dict | No
     kwargs = dict(chat_template_kwargs or {})
     if is_conversational(prompts[0]):
         if not getattr(tokenizer, "chat_template", None):
-            raise ValueError(f"prompts are chat messages but the tokenizer "
-                             f"{tokenizer.name_or_path!r} has no chat template")
+            raise ValueError(f"prompts are chat messages but the tokenizer {_name(tokenizer)} "
+                             "has no chat template")
         rendered = tokenizer.apply_chat_template(conversation=[list(p) for p in prompts],
                                                  add_generation_prompt=True, tokenize=True,
                                                  return_dict=True, **kwargs)
@@ -266,7 +266,7 @@ class EndogenousRewardFunction:
             return
         ours = self.tokenizer.decode(completion_ids[0], skip_special_tokens=True)
         if ours != first:
-            raise ValueError(f"the reference's tokenizer ({self.tokenizer.name_or_path!r}) decodes "
+            raise ValueError(f"the reference's tokenizer ({_name(self.tokenizer)}) decodes "
                              f"completion 0 as {ours[:40]!r} but the trainer decoded it as "
                              f"{first[:40]!r}: the policy's tokenizer differs from the reference's")
 
@@ -277,11 +277,16 @@ def check_same_vocabulary(reference_tokenizer, policy_tokenizer) -> None:
     if ours == theirs:
         return
     differ = len(set(ours.items()) ^ set(theirs.items()))
-    raise ValueError(f"the reference's tokenizer ({reference_tokenizer.name_or_path!r}, "
+    raise ValueError(f"the reference's tokenizer ({_name(reference_tokenizer)}, "
                      f"{len(ours)} tokens) differs from the policy's "
-                     f"({policy_tokenizer.name_or_path!r}, {len(theirs)} tokens; {differ} "
+                     f"({_name(policy_tokenizer)}, {len(theirs)} tokens; {differ} "
                      "token-id pairs differ): the reward scores the policy's ids, so both "
                      "must share one vocabulary")
+
+
+def _name(tokenizer) -> str:
+    """How an error names a tokenizer: where it was loaded from, else its class."""
+    return repr(tokenizer.name_or_path) if tokenizer.name_or_path else type(tokenizer).__name__
 
 
 def _load_reference(name: str, tokenizer, device, dtype):
@@ -315,3 +320,17 @@ def _default_eos_ids(model, tokenizer) -> list[int]:
         else list(declared)
     ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     return ids + [t for t in declared if t not in ids]
+
+
+def arith_verifier(prompts, completions, **kwargs) -> list[float]:
+    """The tiny-arith answer check (``tasks.is_correct``) as a TRL reward function: 1.0 or 0.0.
+
+    Prompts and completions are text or chat messages (the last user / assistant turn).
+    """
+    from ..tasks import is_correct
+
+    def text(x):
+        return x if isinstance(x, str) else x[-1]["content"]
+
+    users = [p if isinstance(p, str) else [m for m in p if m["role"] == "user"] for p in prompts]
+    return [float(is_correct(text(u), text(c))) for u, c in zip(users, completions)]
