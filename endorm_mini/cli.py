@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import sys
 
 
@@ -22,9 +23,11 @@ COMMAND_MODULES = [
     "endorm_mini.ppo_cli",    # ppo
     "endorm_mini.grading",    # grade
     "endorm_mini.notebooks",  # build-lessons, start
+    "endorm_mini.scale.grpo",  # grpo, grpo-eval
 ]
 # A command whose module needs an optional package is left out when that package is absent.
-OPTIONAL = {"endorm_mini.notebooks": "nbformat"}  # Jupyter's notebook format
+OPTIONAL = {"endorm_mini.notebooks": "nbformat",  # Jupyter's notebook format
+            "endorm_mini.scale.grpo": "trl"}      # the scale extra (imported inside functions)
 
 
 class Parser(argparse.ArgumentParser):
@@ -44,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "Start with `endorm-mini tour`.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
+        if name in OPTIONAL and importlib.util.find_spec(OPTIONAL[name]) is None:
+            continue  # its extra is not installed: the command is absent, not broken
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as err:

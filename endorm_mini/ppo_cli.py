@@ -16,16 +16,20 @@ from .ppo import REWARDS, PPOConfig, train
 from .ppo_run import RunFiles, RunStopped
 
 
-def plot_history(history: list[dict], path: str) -> None:
-    """Reward, sampled accuracy and KL per update, side by side."""
+PPO_PANELS = (("reward", "reward per response"), ("accuracy", "sampled accuracy (rollouts)"),
+              ("kl", "KL(π_θ ‖ π_ref) per response"))
+
+
+def plot_history(history: list[dict], path: str, panels=PPO_PANELS,
+                 xlabel: str = "PPO update") -> None:
+    """One panel per ``(key, label)`` of ``panels`` against the update (PPO's: reward, sampled
+    accuracy and KL side by side); ``endorm-mini grpo`` draws its own keys with it."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
-    labels = ("reward per response", "sampled accuracy (rollouts)",
-              "KL(π_θ ‖ π_ref) per response")
-    for ax, key, label in zip(axes, ("reward", "accuracy", "kl"), labels):
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2), squeeze=False)
+    for ax, (key, label) in zip(axes[0], panels):
         ax.plot([h["step"] for h in history], [h[key] for h in history])
-        ax.set(xlabel="PPO update", ylabel=label)
+        ax.set(xlabel=xlabel, ylabel=label)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -1,0 +1,357 @@
+"""``endorm-mini grpo``: GRPO with the endogenous reward, on TRL's ``GRPOTrainer``.
+
+The policy samples ``--num-generations`` completions per prompt; each is rewarded by the
+endogenous reward of a frozen reference (eq. 12: ``α Σ log π̂_ref + V(s_1) − V(s_{T+1})``,
+``EndogenousRewardFunction``), by the verifier, or by both; GRPO's group baseline subtracts
+each prompt's mean reward, so ``V(s_1)`` cancels and the policy is pushed toward completions
+the reference finds likely (docs/paper.md §5, §7). The same command runs
+
+- single-process: ``endorm-mini grpo --out runs/grpo``;
+- under ``torchrun --nproc_per_node N`` or ``accelerate launch [--config_file configs/…]``
+  (CPU: ``ACCELERATE_USE_CPU=1``, gloo): every process generates and scores its own shard,
+  TRL gathers the rewards for the group baseline; only the first process writes ``log.csv``,
+  ``grpo.png`` and ``summary.json`` (``grpo_run``).
+
+``endorm-mini grpo-eval`` measures a model's accuracy on a data set (MATH-500 style) with the
+kit's verifier (``tasks.math_correct``: math-verify when installed).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import time
+from dataclasses import dataclass
+
+from ..argtypes import positive_float, positive_int
+from . import grpo_data, grpo_run
+
+REWARDS = ("endogenous", "verifier", "hybrid")
+# Settings a resumed run may change: they do not change what is learned.
+RESUMABLE = ("steps", "out", "save_every", "eval_samples")
+
+
+@dataclass
+class GRPORun:
+    """One GRPO run. Defaults: the tiny-arith run that takes seconds on a CPU."""
+    model: str = "tiny-arith"       #: the policy: zoo name, local folder or hub name
+    ref_model: str | None = None    #: frozen reference whose eq. 12 reward is used (None: --model)
+    dataset: str = grpo_data.TINY_ARITH  #: tiny-arith, a hub data set or a json/jsonl/csv file
+    prompt_column: str = "prompt"   #: the data set's prompt column
+    answer_column: str = "answer"   #: the data set's answer column (the verifier's gold)
+    split: str = "train"            #: the hub data set's split
+    system: str | None = None       #: a system prompt put before every prompt
+    reward: str = "endogenous"      #: endogenous | verifier | hybrid (endogenous + w · verifier)
+    alpha: float = 1.0              #: α of the endogenous reward (eq. 10–12)
+    verifier_weight: float = 1.0    #: w of the verifier's 1/0 in the hybrid reward
+    steps: int = 40                 #: GRPO optimizer steps
+    prompts_per_step: int = 8       #: prompts per step, all processes together
+    num_generations: int = 8        #: completions per prompt (the group of the baseline)
+    max_completion_length: int = 4  #: tokens per completion (tiny-arith answers: ≤ 2 + eos)
+    learning_rate: float = 5e-4     #: AdamW learning rate (tiny models; ~1e-6 for 7B)
+    beta: float = 0.0               #: KL coefficient to the reference (TRL's beta; paper 0.01)
+    gradient_accumulation_steps: int = 1  #: micro-batches per step (memory, not the batch)
+    temperature: float = 1.0        #: sampling temperature of the rollouts
+    vllm: bool = False              #: generate with vLLM colocated on the training GPUs
+    seed: int = 0                   #: seeds TRL (data order, sampling, initialisation)
+    out: str = "runs/grpo"          #: run folder: checkpoints, log.csv, grpo.png, summary.json
+    save_every: int = 20            #: a TRL checkpoint every N steps (and after the last)
+    eval_problems: int | None = None  #: held-out problems (None: 100 for tiny-arith, else 0)
+    eval_samples: int = 8           #: sampled responses (T = 1) per held-out problem
+
+    def __post_init__(self):
+        if self.reward not in REWARDS:
+            raise ValueError(f"reward must be one of {REWARDS}, got {self.reward!r}")
+        for name in ("steps", "prompts_per_step", "num_generations", "max_completion_length",
+                     "gradient_accumulation_steps", "save_every", "eval_samples"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
+        if self.num_generations < 2:
+            raise ValueError("num_generations must be ≥ 2: GRPO's baseline is the group mean")
+        for name in ("alpha", "learning_rate", "temperature"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.beta < 0:
+            raise ValueError(f"beta must be ≥ 0, got {self.beta}")
+        if self.eval_problems is not None and self.eval_problems < 0:
+            raise ValueError(f"eval_problems must be ≥ 0, got {self.eval_problems}")
+        if self.eval_problems is None:
+            self.eval_problems = grpo_data.ARITH_HELD_OUT if self.arithmetic else 0
+
+    @property
+    def arithmetic(self) -> bool:
+        return self.dataset == grpo_data.TINY_ARITH
+
+    def settings(self) -> dict:
+        """What a resumed run must share with the run it continues."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in RESUMABLE}
+
+
+# ---------------------------------------------------------------- TRL's pieces
+def world_size() -> int:
+    """Processes of this run: ``torchrun`` and ``accelerate launch`` set WORLD_SIZE."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def grpo_config(run: GRPORun, weights: list[float]):
+    """TRL's ``GRPOConfig`` for ``run``: a step is ``prompts_per_step × num_generations``
+    completions over all processes; on a CPU no bf16 and no gradient checkpointing (the
+    tiny run's speed), on a GPU both (TRL's defaults)."""
+    import torch
+    from trl import GRPOConfig
+
+    completions = run.prompts_per_step * run.num_generations
+    per_step = world_size() * run.gradient_accumulation_steps
+    if completions % per_step:
+        raise ValueError(f"--prompts-per-step × --num-generations = {completions} completions "
+                         f"must split evenly over {world_size()} process(es) × "
+                         f"{run.gradient_accumulation_steps} accumulation step(s)")
+    gpu = torch.cuda.is_available() and os.environ.get("ACCELERATE_USE_CPU", "") != "1"
+    return GRPOConfig(
+        output_dir=run.out, max_steps=run.steps, seed=run.seed,
+        per_device_train_batch_size=completions // per_step,
+        gradient_accumulation_steps=run.gradient_accumulation_steps,
+        num_generations=run.num_generations, max_completion_length=run.max_completion_length,
+        temperature=run.temperature, learning_rate=run.learning_rate,
+        lr_scheduler_type="constant", warmup_steps=0, beta=run.beta,
+        reward_weights=weights, use_vllm=run.vllm, vllm_mode="colocate",
+        use_cpu=not gpu, bf16=gpu, activation_checkpointing=gpu,
+        model_init_kwargs={"dtype": "bfloat16" if gpu else "float32"},
+        logging_steps=1, save_strategy="steps", save_steps=run.save_every, save_total_limit=2,
+        report_to="none", disable_tqdm=True, dataloader_num_workers=0)
+
+
+def reward_weights(run: GRPORun) -> list[float]:
+    """TRL's ``reward_weights`` for ``reward_functions``: GRPO trains on their weighted sum.
+    The verifier is always there: at weight 0 it only logs the rollouts' accuracy."""
+    verifier = {"endogenous": 0.0, "verifier": 1.0, "hybrid": run.verifier_weight}[run.reward]
+    return [verifier] if run.reward == "verifier" else [1.0, verifier]
+
+
+def reward_functions(run: GRPORun, tokenizer, tally: grpo_run.RankTally) -> list:
+    """The endogenous reward of the frozen reference (eq. 12), then the verifier, each counted
+    by ``tally`` and logged by TRL as ``rewards/endogenous/…``, ``rewards/correct/…``."""
+    from .reward import EndogenousRewardFunction, arith_verifier
+
+    funcs = []
+    if run.reward != "verifier":
+        # Loaded here, once per process, on this process's device (bf16 on a GPU, fp32 on a
+        # CPU), frozen; the policy's tokenizer must be the reference's (refused otherwise).
+        endogenous = EndogenousRewardFunction(run.ref_model or run.model, alpha=run.alpha,
+                                              policy_tokenizer=tokenizer)
+        funcs.append(tally.wrap("endogenous", endogenous))
+    verifier = arith_verifier if run.arithmetic else grpo_data.math_verifier
+    funcs.append(tally.wrap("correct", verifier))
+    return funcs
+
+
+def load_data(run: GRPORun, tokenizer) -> tuple[list[dict], list[dict]]:
+    """``(train, held_out)`` rows ``{"prompt", "answer"}`` (prompts as given, not rendered)."""
+    if run.arithmetic:
+        train, held = grpo_data.arith_split(run.eval_problems)
+        return grpo_data.arith_rows(train), grpo_data.arith_rows(held)
+    rows = grpo_data.load_rows(run.dataset, run.prompt_column, run.answer_column, run.split)
+    return grpo_data.split_rows(rows, run.eval_problems)
+
+
+# ---------------------------------------------------------------- the run
+def train(run: GRPORun, resume: bool = False) -> dict:
+    """Train by GRPO; the summary (accuracy before → after on held-out problems, seconds)."""
+    from datasets import Dataset
+    from transformers import AutoTokenizer, PrinterCallback, ProgressCallback
+    from trl import GRPOTrainer
+
+    from ..chat import ensure_pad_token
+    from ..zoo import resolve
+
+    checkpoint = grpo_run.check_folder(run.out, resume, run.settings(), run.steps)
+    path = resolve(run.model)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
+    except OSError as err:  # a hub name offline or misspelt: one line
+        raise ValueError(f"--model {run.model!r}: cannot load its tokenizer "
+                         f"({(str(err).strip().splitlines() or ['?'])[0]})") from None
+    ensure_pad_token(tokenizer)
+    train_rows, held = load_data(run, tokenizer)
+    dataset = Dataset.from_list([
+        {"prompt": grpo_data.as_prompt(r["prompt"], tokenizer, run.system), "answer": r["answer"]}
+        for r in train_rows])
+    tally = grpo_run.RankTally()
+    args = grpo_config(run, reward_weights(run))  # sets up the processes: the reward loads after
+    funcs = reward_functions(run, tokenizer, tally)
+    trainer = GRPOTrainer(model=path, reward_funcs=funcs, args=args, train_dataset=dataset,
+                          processing_class=tokenizer)
+    for callback in (PrinterCallback, ProgressCallback):
+        trainer.remove_callback(callback)
+    trainer.add_callback(grpo_run.run_log_callback(run.out))
+    main = trainer.is_world_process_zero()
+    if main:
+        grpo_run.write_json(os.path.join(run.out, grpo_run.RUN), run.settings())
+    before = evaluate(trainer, run, tokenizer, held) if main and not checkpoint else None
+    first = grpo_run.checkpoint_step(checkpoint) + 1 if checkpoint else 1
+    t0 = time.perf_counter()
+    trainer.train(resume_from_checkpoint=checkpoint)
+    seconds = time.perf_counter() - t0
+    rank, size = trainer.args.process_index, trainer.args.world_size
+    tally.write(run.out, rank, size, first, trainer.state.global_step)
+    trainer.save_model(os.path.join(run.out, "final"))
+    if not main:
+        return {}
+    return finish(trainer, run, tokenizer, held, before, seconds, size)
+
+
+def evaluate(trainer, run: GRPORun, tokenizer, held: list[dict]) -> float | None:
+    """Sampled accuracy (T = 1) of the trainer's policy on the held-out problems (first
+    process only); ``None`` when there are none or DeepSpeed shards the weights."""
+    if not held or trainer.is_deepspeed_enabled:
+        return None
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    accuracy, _ = grpo_data.sampled_accuracy(
+        model, tokenizer, held, run.arithmetic, run.eval_samples, run.max_completion_length,
+        system=run.system, seed=run.seed, device=trainer.accelerator.device)
+    model.train()
+    return accuracy
+
+
+def finish(trainer, run: GRPORun, tokenizer, held, before, seconds, size) -> dict:
+    """The first process: accuracy after, ``grpo.png``, ``summary.json``, one line printed."""
+    rows = grpo_run.log_rows(trainer.state.log_history)
+    grpo_run.write_log(run.out, rows)
+    grpo_run.plot_log(run.out, rows)
+    summary_path = os.path.join(run.out, grpo_run.SUMMARY)
+    if before is None and os.path.exists(summary_path):  # resumed: the base is the first run's
+        import json
+        with open(summary_path) as f:
+            before = json.load(f).get("base_accuracy")
+    after = evaluate(trainer, run, tokenizer, held)
+    summary = {"base_accuracy": before, "accuracy": after, "eval_problems": len(held),
+               "eval_samples": run.eval_samples, "steps": trainer.state.global_step,
+               "processes": size, "seconds": round(seconds, 2), "reward": run.reward,
+               "model": run.model, "ref_model": run.ref_model or run.model}
+    grpo_run.write_json(summary_path, summary)
+    where = f"{size} processes" if size > 1 else "1 process"
+    if after is None:
+        result = "no held-out accuracy (evaluate the final model with endorm-mini grpo-eval)"
+    else:
+        base = "?" if before is None else f"{before:.3f}"
+        result = (f"sampled accuracy (T = 1, {run.eval_samples} per problem, {len(held)} "
+                  f"held-out problems): base {base} → {after:.3f}")
+    print(f"{result} after {summary['steps']} GRPO steps on {where} ({seconds:.1f} s in this "
+          f"run); wrote log.csv, grpo.png, summary.json, final/ to {run.out}")
+    return summary
+
+
+# ---------------------------------------------------------------- commands
+def _quiet_bars() -> None:
+    """No progress bars from loading weights and data: they would break the GRPO bar, and an
+    error stays one line."""
+    import datasets
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+
+
+def _grpo_command(args: argparse.Namespace) -> int:
+    names = [f.name for f in dataclasses.fields(GRPORun)]
+    run = GRPORun(**{k: v for k, v in vars(args).items() if k in names})
+    _quiet_bars()
+    train(run, resume=args.resume)
+    return 0
+
+
+def _eval_command(args: argparse.Namespace) -> int:
+    """Accuracy of ``--model`` on ``--dataset`` (all rows or ``--limit``), one process."""
+    import json
+
+    from ..zoo import load
+
+    _quiet_bars()
+    model, tokenizer = load(args.model, device=args.device, dtype=args.dtype)
+    arithmetic = args.dataset == grpo_data.TINY_ARITH
+    if arithmetic:
+        rows = grpo_data.arith_rows(grpo_data.arith_split()[1])
+    else:
+        rows = grpo_data.load_rows(args.dataset, args.prompt_column, args.answer_column,
+                                   args.split)
+    rows = rows[:args.limit] if args.limit else rows
+    accuracy, judged = grpo_data.sampled_accuracy(
+        model, tokenizer, rows, arithmetic, args.samples, args.max_new_tokens, args.temperature,
+        args.system, args.seed, args.batch_size, args.device)
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w") as f:
+            for prompt, gold, response, right in judged:
+                f.write(json.dumps({"prompt": prompt, "answer": gold, "response": response,
+                                    "correct": right}, ensure_ascii=False) + "\n")
+    how = "greedy" if args.temperature == 0 else f"T = {args.temperature}, {args.samples} each"
+    print(f"accuracy {accuracy:.4f} on {len(rows)} problems of {args.dataset} ({how}; "
+          f"model {args.model})")
+    return 0
+
+
+def _data_flags(p) -> None:
+    p.add_argument("--dataset", default=grpo_data.TINY_ARITH,
+                   help="tiny-arith (offline), a Hugging Face data set name, or a local "
+                        ".json/.jsonl/.csv file")
+    p.add_argument("--prompt-column", default="prompt", help="the data set's prompt column")
+    p.add_argument("--answer-column", default="answer", help="the data set's answer column")
+    p.add_argument("--split", default="train", help="the hub data set's split")
+    p.add_argument("--system", help="a system prompt put before every prompt")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def register_cli(sub) -> None:
+    d = GRPORun
+    p = sub.add_parser("grpo", help="GRPO (TRL) with the endogenous reward; torchrun/accelerate",
+                       description="Train by TRL's GRPO with the endogenous reward of a frozen "
+                                   "reference; write log.csv, grpo.png, summary.json and TRL "
+                                   "checkpoints (resumable) to --out.")
+    p.add_argument("--model", default=d.model, help="policy: zoo name, local path or hub name")
+    p.add_argument("--ref-model", help="frozen reference whose endogenous reward is the reward "
+                                       "(default: the policy's starting weights)")
+    _data_flags(p)
+    p.add_argument("--reward", default=d.reward, choices=REWARDS)
+    p.add_argument("--alpha", type=positive_float, default=d.alpha, help="α (> 0)")
+    p.add_argument("--verifier-weight", type=float, default=d.verifier_weight,
+                   help="w in the hybrid reward endogenous + w · verifier")
+    p.add_argument("--steps", type=positive_int, default=d.steps, help="GRPO steps (≥ 1)")
+    p.add_argument("--prompts-per-step", type=positive_int, default=d.prompts_per_step)
+    p.add_argument("--num-generations", type=positive_int, default=d.num_generations,
+                   help="completions per prompt (≥ 2)")
+    p.add_argument("--max-completion-length", type=positive_int,
+                   default=d.max_completion_length)
+    p.add_argument("--learning-rate", type=positive_float, default=d.learning_rate)
+    p.add_argument("--beta", type=float, default=d.beta, help="KL coefficient (paper: 0.01)")
+    p.add_argument("--gradient-accumulation-steps", type=positive_int,
+                   default=d.gradient_accumulation_steps)
+    p.add_argument("--temperature", type=positive_float, default=d.temperature)
+    p.add_argument("--vllm", action="store_true",
+                   help="generate with vLLM colocated on the training GPUs (GRPOConfig's "
+                        "use_vllm, vllm_mode='colocate')")
+    p.add_argument("--out", default=d.out, help="run folder")
+    p.add_argument("--save-every", type=positive_int, default=d.save_every,
+                   help="a checkpoint every N steps (and after the last)")
+    p.add_argument("--resume", action="store_true",
+                   help="go on from the last checkpoint in --out (same settings; --steps more)")
+    p.add_argument("--eval-problems", type=int,
+                   help="held-out problems for accuracy before/after (default 100 for "
+                        "tiny-arith, else 0: use grpo-eval)")
+    p.add_argument("--eval-samples", type=positive_int, default=d.eval_samples)
+    p.set_defaults(func=_grpo_command)
+
+    e = sub.add_parser("grpo-eval", help="accuracy of a model on a math data set (math-verify)",
+                       description="Accuracy on MATH-500-style data with the kit's verifier "
+                                   "(tasks.math_correct: math-verify when installed).")
+    e.add_argument("--model", default=d.model, help="zoo name, local path (a run's final/) "
+                                                    "or hub name")
+    _data_flags(e)
+    e.add_argument("--limit", type=positive_int, help="only the first N problems")
+    e.add_argument("--samples", type=positive_int, default=1, help="responses per problem")
+    e.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
+    e.add_argument("--max-new-tokens", type=positive_int, default=1024)
+    e.add_argument("--batch-size", type=positive_int, default=64)
+    e.add_argument("--device", default="auto")
+    e.add_argument("--dtype", help="fp32, bf16 or fp16")
+    e.add_argument("--out", help="a .jsonl of every response and its verdict")
+    e.set_defaults(func=_eval_command)

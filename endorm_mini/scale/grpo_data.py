@@ -1,0 +1,132 @@
+"""What ``endorm-mini grpo`` trains on and how it is checked: prompts with answers, verifiers,
+sampled accuracy on held-out problems.
+
+A data set is rows ``{"prompt", "answer"}``: the offline tiny-arith problems by default, or any
+Hugging Face data set name or local ``.json`` / ``.jsonl`` / ``.csv`` file with a prompt column
+and an answer column. Prompts become chat messages when the tokenizer has a chat template (TRL
+then renders them with it, the way the kit's models were trained); otherwise plain text.
+
+The verifier is the kit's: ``tasks.is_correct`` for arithmetic (the exact answer, nothing
+more; as a TRL reward function ``scale.reward.arith_verifier``), ``tasks.math_correct``
+(math-verify when installed) for any other data set. Accuracy is
+``tasks.generate`` and the verifier on problems the run never trains on.
+"""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+TINY_ARITH = "tiny-arith"     # the default data set: tasks.arith_problems(), offline
+ARITH_HELD_OUT = 100          # of the 400 problems, never trained on (the same for every seed)
+FILE_KINDS = {".json": "json", ".jsonl": "json", ".csv": "csv"}
+
+
+def arith_split(held_out: int = ARITH_HELD_OUT) -> tuple[list[str], list[str]]:
+    """``(train, held_out)`` prompts of tiny-arith: one fixed shuffle, so every seed and every
+    process holds out the same problems."""
+    from ..tasks import arith_problems
+
+    problems = arith_problems()
+    if not 0 <= held_out < len(problems):
+        raise ValueError(f"held_out must be in 0 … {len(problems) - 1}, got {held_out}")
+    random.Random("tiny-arith-held-out").shuffle(problems)
+    return problems[held_out:], problems[:held_out]
+
+
+def arith_rows(prompts: list[str]) -> list[dict]:
+    """``{"prompt", "answer"}`` rows of arithmetic prompts (the answer as text)."""
+    from ..tasks import arith_answer
+
+    return [{"prompt": p, "answer": str(arith_answer(p))} for p in prompts]
+
+
+def load_rows(dataset: str, prompt_column: str, answer_column: str,
+              split: str = "train") -> list[dict]:
+    """``{"prompt", "answer"}`` rows of a local file (json, jsonl, csv) or a hub data set.
+
+    A missing column is refused, naming the flag and the columns there are.
+    """
+    from datasets import load_dataset
+
+    path = Path(dataset).expanduser()
+    if path.exists():
+        kind = FILE_KINDS.get(path.suffix.lower())
+        if kind is None or not path.is_file():
+            raise ValueError(f"--dataset {dataset!r}: a data file is .json, .jsonl or .csv")
+        data = load_dataset(kind, data_files=str(path), split="train")
+    else:
+        try:
+            data = load_dataset(dataset, split=split)
+        except Exception as err:  # offline, unknown name, no such split: one line, not a trace
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise ValueError(f"--dataset {dataset!r}: cannot load it ({first}); give a local "
+                             ".json/.jsonl/.csv file or a Hugging Face data set name") from None
+    for flag, column in (("--prompt-column", prompt_column), ("--answer-column", answer_column)):
+        if column not in data.column_names:
+            raise ValueError(f"{flag} {column!r} is not a column of {dataset}; its columns: "
+                             f"{', '.join(data.column_names)}")
+    rows = [{"prompt": r[prompt_column], "answer": str(r[answer_column])} for r in data]
+    if not rows:
+        raise ValueError(f"--dataset {dataset!r} has no rows")
+    return rows
+
+
+def split_rows(rows: list[dict], held_out: int) -> tuple[list[dict], list[dict]]:
+    """``(train, held_out)``: the last ``held_out`` rows are never trained on."""
+    if not 0 <= held_out < len(rows):
+        raise ValueError(f"--eval-problems must be in 0 … {len(rows) - 1} (the data set has "
+                         f"{len(rows)} rows and some must be left to train on), got {held_out}")
+    return rows[:len(rows) - held_out], rows[len(rows) - held_out:]
+
+
+def as_prompt(prompt, tokenizer, system: str | None = None):
+    """What TRL gets as a row's ``prompt``: chat messages when the tokenizer has a chat
+    template (TRL applies it, as ``chat.prompt_ids`` does), else the plain text."""
+    from ..chat import as_messages
+
+    if getattr(tokenizer, "chat_template", None):
+        return as_messages(prompt, system)
+    if not isinstance(prompt, str):
+        raise ValueError(f"{type(tokenizer).__name__} has no chat template, so a prompt must "
+                         "be text, not chat messages")
+    return prompt if system is None else f"{system}\n\n{prompt}"
+
+
+def text_of(completion) -> str:
+    """A TRL completion's text: a string, or the content of its assistant message(s)."""
+    if isinstance(completion, str):
+        return completion
+    return "".join(m["content"] for m in completion if m.get("role") == "assistant")
+
+
+def is_right(arithmetic: bool, prompt, completion: str, answer: str) -> bool:
+    """The kit's verifier: the exact sum for arithmetic, else math answer checking."""
+    from ..tasks import is_correct, math_correct
+
+    if arithmetic:
+        return is_correct(prompt, completion)
+    # math_correct reads a \boxed{} answer: a bare gold answer ("14/3") is boxed for it.
+    gold = answer if "\\boxed" in answer else f"\\boxed{{{answer}}}"
+    return math_correct(gold, completion)
+
+
+def math_verifier(prompts, completions, answer, **kwargs) -> list[float]:
+    """A TRL reward function: 1.0 when the completion's final answer is the row's ``answer``
+    (``tasks.math_correct``), else 0.0. Tiny-arith's is ``scale.reward.arith_verifier``."""
+    return [float(is_right(False, None, text_of(c), a)) for c, a in zip(completions, answer)]
+
+
+def sampled_accuracy(model, tokenizer, rows: list[dict], arithmetic: bool, samples: int,
+                     max_new_tokens: int, temperature: float = 1.0, system: str | None = None,
+                     seed: int = 0, batch_size: int = 64, device="auto") -> tuple[float, list]:
+    """``(accuracy, [(prompt, answer, response, right), …])`` of ``samples`` responses per row
+    (``temperature`` 0: one greedy response), generated by ``tasks.generate``."""
+    from ..tasks import generate
+
+    n = samples if temperature > 0 else 1
+    batch = [r for r in rows for _ in range(n)]
+    responses = generate(model, tokenizer, [r["prompt"] for r in batch], temperature,
+                         max_new_tokens, seed, system, batch_size, device)
+    judged = [(r["prompt"], r["answer"], s, is_right(arithmetic, r["prompt"], s, r["answer"]))
+              for r, s in zip(batch, responses)]
+    return sum(j[3] for j in judged) / max(len(judged), 1), judged

@@ -1,0 +1,120 @@
+"""From the course to the paper's 7B run (docs/paper.md §7, Q3): the commands and the memory.
+
+The paper's self-improvement experiment: the policy and the frozen reward both start from
+Qwen2.5-Math-7B, RL on MATH-lighteval, responses of at most 1024 tokens, KL coefficient 0.01
+(eq. 5); the reward is the reference's endogenous reward (eq. 12). The paper ran PPO; the
+recipe runs TRL's GRPO (``endorm-mini grpo``), whose group baseline makes ``V(s_1)`` cancel
+(``scale.reward.group_advantages``). The README's section "From the course to the paper's 7B
+run" and lesson 12 print what this module computes, so their numbers cannot drift from it.
+
+Not verified offline (no hub access here): Qwen2.5-Math-7B's shapes below are those of its
+``config.json`` as published; the data sets' column names (MATH-lighteval: ``problem``,
+``solution`` with the answer in ``\\boxed{}``; MATH-500: ``problem``, ``answer``, split
+``test``) are as published. ``endorm-mini grpo`` refuses a missing column, naming the ones
+there are.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..tasks import GSM8K_INSTRUCTION
+
+GB = 1e9   # memory in decimal gigabytes (10⁹ bytes)
+
+
+@dataclass(frozen=True)
+class Qwen2Shape:
+    """The sizes of a Qwen2 decoder that fix its parameter count."""
+    vocab: int            #: vocabulary size (embedding and LM-head rows)
+    hidden: int           #: model width
+    intermediate: int     #: MLP width (gate, up and down projections)
+    layers: int           #: decoder layers
+    heads: int            #: query heads
+    kv_heads: int         #: key/value heads (grouped-query attention)
+    tied: bool            #: LM head shares the embedding matrix
+
+    def parameters(self) -> int:
+        """Exact parameter count: embeddings, per layer attention (q, k, v with biases; o
+        without) + MLP (3 matrices) + 2 RMSNorms, the final norm, the LM head if untied."""
+        head_dim = self.hidden // self.heads
+        kv = self.kv_heads * head_dim
+        attention = (self.hidden * self.hidden + self.hidden) + 2 * (self.hidden * kv + kv) \
+            + self.hidden * self.hidden
+        mlp = 3 * self.hidden * self.intermediate
+        layer = attention + mlp + 2 * self.hidden
+        embeddings = self.vocab * self.hidden * (1 if self.tied else 2)
+        return embeddings + self.layers * layer + self.hidden
+
+
+QWEN25_MATH_7B = Qwen2Shape(vocab=152064, hidden=3584, intermediate=18944, layers=28, heads=28,
+                            kv_heads=4, tied=False)
+MODEL, DATASET, EVAL_DATASET = ("Qwen/Qwen2.5-Math-7B", "DigitalLearningGmbH/MATH-lighteval",
+                                "HuggingFaceH4/MATH-500")
+GPUS = 8
+
+
+@dataclass(frozen=True)
+class MemoryLine:
+    """One line of the budget: ``bytes_per_parameter × parameters``, on each GPU whole or
+    sharded over the GPUs by ZeRO-3."""
+    what: str
+    bytes_per_parameter: int
+    sharded: bool
+
+    def total(self, parameters: int) -> float:
+        return self.bytes_per_parameter * parameters / GB
+
+    def per_gpu(self, parameters: int, gpus: int) -> float:
+        return self.total(parameters) / (gpus if self.sharded else 1)
+
+
+# Mixed precision as in the ZeRO paper (Rajbhandari et al. 2020): bf16 weights and gradients,
+# fp32 master weights and Adam's two moments (K = 12 bytes). DeepSpeed can keep gradients in
+# fp32 instead (2 more bytes a parameter). Activations, the KV cache and logits come on top.
+BUDGET = (
+    MemoryLine("policy weights, bf16", 2, True),
+    MemoryLine("policy gradients, bf16", 2, True),
+    MemoryLine("Adam: fp32 master weights + 2 moments", 12, True),
+    MemoryLine("TRL's KL reference (beta 0.01), bf16", 2, True),
+    MemoryLine("the reward's frozen reference, bf16 (one per process)", 2, False),
+    MemoryLine("policy gathered for generation, bf16 (transient)", 2, False),
+)
+
+
+def memory_table(parameters: int | None = None, gpus: int = GPUS) -> str:
+    """The budget of the 7B run as a Markdown table, the arithmetic in every row."""
+    n = QWEN25_MATH_7B.parameters() if parameters is None else parameters
+    lines = [f"| what | bytes × parameters | total | per GPU ({gpus} GPUs, ZeRO-3) |",
+             "|---|---|---|---|"]
+    for line in BUDGET:
+        share = f"÷ {gpus} = " if line.sharded else "whole: "
+        lines.append(f"| {line.what} | {line.bytes_per_parameter} × {n:,} | "
+                     f"{line.total(n):.2f} GB | {share}{line.per_gpu(n, gpus):.2f} GB |")
+    per_gpu = sum(line.per_gpu(n, gpus) for line in BUDGET)
+    trained = sum(line.total(n) for line in BUDGET[:3])
+    lines.append(f"| **per GPU, before activations** | | | **{per_gpu:.2f} GB** |")
+    lines.append(f"| without sharding (plain DDP), the trained policy alone | 16 × {n:,} | "
+                 f"{trained:.2f} GB | whole: {trained:.2f} GB |")
+    return "\n".join(lines)
+
+
+def commands(out: str = "runs/math7b") -> str:
+    """The recipe's shell commands: install, train on 8 GPUs (ZeRO-3), evaluate base and RL."""
+    system = "--system \"" + GSM8K_INSTRUCTION.replace("\\", "\\\\") + "\""
+    evaluate = [f"    --dataset {EVAL_DATASET} --split test "
+                "--prompt-column problem --answer-column answer \\", f"    {system} \\",
+                "    --max-new-tokens 1024 --dtype bf16"]
+    return "\n".join([
+        "pip install -e \".[scale,colab]\" deepspeed     # on the GPU machine (math-verify: colab)",
+        "accelerate launch --config_file configs/zero3_8gpu.yaml -m endorm_mini.cli grpo \\",
+        f"    --model {MODEL} --dataset {DATASET} \\",
+        "    --prompt-column problem --answer-column solution \\",
+        f"    {system} \\",
+        "    --reward endogenous --beta 0.01 --max-completion-length 1024 --learning-rate 1e-6 \\",
+        "    --prompts-per-step 64 --num-generations 8 --gradient-accumulation-steps 16 \\",
+        f"    --steps 500 --save-every 50 --out {out}",
+        f"endorm-mini grpo-eval --model {MODEL} \\", *evaluate[:-1],
+        f"{evaluate[-1]} --out {out}/math500-base.jsonl",
+        f"endorm-mini grpo-eval --model {out}/final \\", *evaluate[:-1],
+        f"{evaluate[-1]} --out {out}/math500-rl.jsonl",
+    ])

@@ -1,0 +1,146 @@
+"""configs/ (accelerate configs) and the 7B recipe (endorm_mini.scale.recipe): every config
+loads in accelerate's own config class with no key it does not know (a typo fails), says when
+to use it and gives a command that ``endorm-mini`` accepts; the recipe's parameter count is a
+real Qwen2's, its memory arithmetic adds up, and the README prints exactly what it computes."""
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("accelerate")
+pytest.importorskip("trl")
+
+from endorm_mini import cli  # noqa: E402
+from endorm_mini.scale import recipe  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+EXPECTED = {  # file -> (distributed_type, processes)
+    "single_gpu.yaml": ("NO", 1),
+    "ddp_8gpu.yaml": ("MULTI_GPU", 8),
+    "zero3_8gpu.yaml": ("DEEPSPEED", 8),
+    "vllm_colocate.yaml": ("DEEPSPEED", 8),
+}
+MIXED_PRECISION = ("no", "fp16", "bf16", "fp8")   # accelerate launch --mixed_precision choices
+
+
+def check_config(path: Path):
+    """accelerate's ClusterConfig from ``path``; ValueError for a key accelerate does not know.
+
+    ``load_config_from_file`` refuses unknown top-level keys; the nested sections are copied
+    by ``accelerate launch`` into its arguments of the same name (``fsdp_`` prefixed), where a
+    typo would be ignored silently, so they are checked against the launch parser here.
+    """
+    from accelerate.commands.config.config_args import load_config_from_file
+    from accelerate.commands.launch import launch_command_parser
+
+    config = load_config_from_file(str(path))
+    known = {action.dest for action in launch_command_parser()._actions}
+    for section in ("deepspeed_config", "fsdp_config", "fp8_config", "dynamo_config"):
+        for key in getattr(config, section) or {}:
+            prefix = {"fsdp_config": "fsdp_", "fp8_config": "fp8_",
+                      "dynamo_config": "dynamo_"}.get(section, "")
+            name = key if key.startswith(prefix) else prefix + key
+            if name not in known:
+                raise ValueError(f"{path.name}: {section}.{key} is not an accelerate setting")
+    if config.mixed_precision not in MIXED_PRECISION:
+        raise ValueError(f"{path.name}: mixed_precision {config.mixed_precision!r}")
+    return config
+
+
+def commands_in(text: str, program: str) -> list[list[str]]:
+    """The arguments after ``program`` of every (backslash-continued) command in ``text``."""
+    joined = re.sub(r"\\\n\s*(#\s*)?", " ", text)
+    found = []
+    for line in joined.splitlines():
+        line = line.lstrip("# ").strip()
+        if program in line:
+            words = shlex.split(line.split("#  ")[0])
+            found.append(words[words.index(program) + 1:])
+    return found
+
+
+def test_the_four_configs_are_shipped():
+    assert sorted(p.name for p in (ROOT / "configs").glob("*.yaml")) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_each_config_is_valid_says_when_and_gives_a_command_we_accept(name):
+    path = ROOT / "configs" / name
+    config = check_config(path)
+    assert (config.distributed_type.value, config.num_processes) == EXPECTED[name]
+    if config.distributed_type.value == "DEEPSPEED":
+        assert config.deepspeed_config["zero_stage"] == 3
+    text = path.read_text()
+    header = text.split("\ncompute_environment")[0]
+    assert "When:" in header and f"accelerate launch --config_file configs/{name}" in header
+    launched = commands_in(header, "endorm_mini.cli")
+    assert launched, "no endorm-mini command in the header"
+    for argv in launched:
+        args = cli.build_parser().parse_args(argv)
+        assert args.command == "grpo"
+        assert args.vllm == (name == "vllm_colocate.yaml")
+
+
+@pytest.mark.parametrize("edit", [
+    ("mixed_precision: bf16", "mixed_precison: bf16"),            # a top-level typo
+    ("zero_stage: 3", "zero_stag: 3"),                            # a nested typo
+    ("distributed_type: DEEPSPEED", "distributed_type: DEEPSPEEED"),
+    ("mixed_precision: bf16", "mixed_precision: bf61"),
+])
+def test_a_typo_in_a_config_fails(tmp_path, edit):
+    text = (ROOT / "configs" / "zero3_8gpu.yaml").read_text()
+    assert edit[0] in text
+    path = tmp_path / "typo.yaml"
+    path.write_text(text.replace(edit[0], edit[1]))
+    with pytest.raises(ValueError):
+        check_config(path)
+
+
+def test_vllm_colocate_is_a_grpo_config_flag():
+    """TRL does it in GRPOConfig (use_vllm, vllm_mode), not in accelerate: ``--vllm`` sets it."""
+    from endorm_mini.scale.grpo import GRPORun, grpo_config
+
+    config = grpo_config(GRPORun(vllm=True, out="unused"), [1.0, 0.0])
+    assert (config.use_vllm, config.vllm_mode) == (True, "colocate")
+    assert not grpo_config(GRPORun(out="unused"), [1.0, 0.0]).use_vllm
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_the_parameter_count_is_a_real_qwen2s(tied):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    shape = recipe.Qwen2Shape(vocab=101, hidden=48, intermediate=80, layers=3, heads=6,
+                              kv_heads=2, tied=tied)
+    model = Qwen2ForCausalLM(Qwen2Config(
+        vocab_size=shape.vocab, hidden_size=shape.hidden, intermediate_size=shape.intermediate,
+        num_hidden_layers=shape.layers, num_attention_heads=shape.heads,
+        num_key_value_heads=shape.kv_heads, tie_word_embeddings=tied))
+    assert shape.parameters() == sum(p.numel() for p in model.parameters())
+
+
+def test_the_memory_arithmetic_adds_up():
+    n = recipe.QWEN25_MATH_7B.parameters()
+    assert n == 7_615_616_512   # Qwen2.5-7B's published 7.61B (embeddings untied)
+    # by hand: (2 weights + 2 grads + 12 Adam + 2 KL reference) / 8 GPUs + 2 reward + 2 gathered
+    per_gpu = ((2 + 2 + 12 + 2) / 8 + 2 + 2) * n / 1e9
+    table = recipe.memory_table()
+    assert f"**{per_gpu:.2f} GB**" in table and per_gpu == pytest.approx(47.60, abs=0.005)
+    assert f"{16 * n / 1e9:.2f} GB" in table   # plain DDP: the whole 16 bytes a parameter
+    assert per_gpu < 80 < 16 * n / 1e9        # fits an 80 GB GPU only when sharded
+
+
+def test_the_recipe_commands_are_accepted_and_the_readme_prints_them():
+    text = recipe.commands()
+    trained = commands_in(text, "endorm_mini.cli")
+    evaluated = commands_in(text, "endorm-mini")
+    assert len(trained) == 1 and len(evaluated) == 2
+    args = cli.build_parser().parse_args(trained[0])
+    assert (args.model, args.dataset, args.beta, args.max_completion_length) == \
+        (recipe.MODEL, recipe.DATASET, 0.01, 1024)
+    assert args.reward == "endogenous" and args.ref_model is None   # the frozen base: reward
+    for argv in evaluated:
+        assert cli.build_parser().parse_args(argv).command == "grpo-eval"
+    readme = (ROOT / "README.md").read_text()
+    assert recipe.memory_table() in readme
+    assert text in readme
