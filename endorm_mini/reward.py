@@ -103,6 +103,15 @@ class RewardResult:
 
 
 # ---------------------------------------------------------------- scoring HF models
+def _execution_device(device_map: dict) -> torch.device:
+    """Where a dispatched model's first placed module runs (``"cpu"`` and ``"disk"`` run on
+    the CPU; an integer is a CUDA GPU): its inputs go there."""
+    first = next(iter(device_map.values()))
+    if isinstance(first, int):
+        return torch.device("cuda", first)
+    return torch.device("cpu" if first == "disk" else first)
+
+
 class EndogenousReward:
     """Endogenous rewards (eq. 12) of a causal LM, ``α`` being the soft-Q temperature.
 
@@ -122,9 +131,20 @@ class EndogenousReward:
             finite_positive = False
         if not finite_positive:
             raise ValueError(f"alpha must be a finite number > 0, got {alpha!r}")
-        self.device = resolve_device(device)
         dtype = resolve_dtype(dtype)
-        self.model = model.to(device=self.device, dtype=dtype) if dtype else model.to(self.device)
+        # A model spread by accelerate's big-model loading (``device_map="auto"``) stays where
+        # it was put: its hooks move activations between devices. Inputs go where its
+        # embeddings run; the dtype is the one it was loaded in.
+        self.dispatched = bool(getattr(model, "hf_device_map", None))
+        if self.dispatched and dtype is not None and dtype != model.dtype:
+            raise ValueError(f"dtype: a model loaded with a device map keeps the dtype it was "
+                             f"loaded in ({model.dtype}); pass dtype to from_pretrained instead")
+        if self.dispatched:
+            self.device = _execution_device(model.hf_device_map)
+            self.model = model
+        else:
+            self.device = resolve_device(device)
+            self.model = model.to(device=self.device, dtype=dtype) if dtype else model.to(self.device)
         self.model.eval()
         self.tokenizer = tokenizer
         ensure_pad_token(tokenizer)
@@ -234,6 +254,7 @@ class EndogenousReward:
         except Exception:  # no decoder or head to split off: the full forward is always right
             return False
         full = self.model(input_ids=input_ids).logits.float()                 # [1, n, V]
+        shortcut = shortcut.to(full.device)    # a dispatched head may run on another device
         if shortcut.shape != full.shape:
             return False
         tolerance = 4 * torch.finfo(hidden.dtype).eps * float(full.abs().max().clamp(min=1.0))
@@ -271,7 +292,8 @@ class EndogenousReward:
         hidden, head = self._response_states(input_ids, attention_mask)
         # One reused logits buffer: on a CPU, a fresh [chunk, V] tensor per chunk costs as
         # much in page faults as the matmul itself (measured with a 151,936-token vocabulary).
-        linear = head if isinstance(head, torch.nn.Linear) else None
+        # (A dispatched head goes through its hook, which brings its weight where it runs.)
+        linear = head if isinstance(head, torch.nn.Linear) and not self.dispatched else None
         if linear is not None:
             buffer = hidden.new_empty(self.chunk_size, linear.out_features)
         for b in range(len(p_list)):
@@ -288,7 +310,7 @@ class EndogenousReward:
                 else:
                     c = head(h)
                 c = c.float()
-                idx = actions[offset:offset + c.shape[0]]
+                idx = actions[offset:offset + c.shape[0]].to(c.device)
                 q.append(c[: idx.shape[0]].gather(-1, idx.unsqueeze(-1)).squeeze(-1))
                 values.append(_soft_value_inplace(c, self.alpha))
                 offset += c.shape[0]
