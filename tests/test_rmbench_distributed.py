@@ -127,8 +127,8 @@ def test_a_killed_rank_resumes_its_own_shard_and_the_table_is_the_same(tmp_path,
     assert (out / "rewards.jsonl").read_bytes() == (single / "rewards.jsonl").read_bytes()
     # Nothing scored twice: rank 1 did only what its shard lacked, rank 0 only what it had
     # not finished before it was stopped; the 3 kept lines are untouched.
-    shard_items = {r: [f"{x['subset']}/{x['id']}" for x in map(json.loads, lines(out / "rewards.jsonl"))][r::2]
-                   for r in (0, 1)}
+    merged = [f"{x['subset']}/{x['id']}" for x in map(json.loads, lines(out / "rewards.jsonl"))]
+    shard_items = {r: merged[r::2] for r in (0, 1)}
     assert before[1] == shard_items[1][:3]
     assert scored(calls, 1) == shard_items[1][3:]
     assert scored(calls, 0) == shard_items[0][finished0:]
@@ -137,7 +137,8 @@ def test_a_killed_rank_resumes_its_own_shard_and_the_table_is_the_same(tmp_path,
 
 
 # ---------------------------------------------------------------- in one process
-def test_device_map_auto_in_a_multi_process_run_is_refused_in_one_line(tmp_path, monkeypatch, capsys):
+def test_device_map_auto_in_a_multi_process_run_is_refused_in_one_line(tmp_path, monkeypatch,
+                                                                        capsys):
     loads = []
     monkeypatch.setattr(bench, "_load_model", lambda *a, **k: loads.append(a))
     monkeypatch.setenv("WORLD_SIZE", "2")
@@ -206,3 +207,46 @@ def test_a_model_spread_by_accelerate_scores_like_the_plain_one(tmp_path, tiny_t
     assert got == pytest.approx(want, abs=1e-5)
     with pytest.raises(ValueError, match="dtype"):
         EndogenousReward(spread, tiny_tokenizer, dtype="bf16")
+
+
+def test_the_sharded_runner_alone_writes_the_single_runners_summary(tmp_path, monkeypatch):
+    """`run_rmbench_sharded` as the one process of a group (gloo, in this process): refused
+    items, an earlier run's shard and the summary's `skipped` come out as `run_rmbench`'s."""
+    import socket
+
+    from endorm_mini.bench.rmbench import validate_item
+    from endorm_mini.bench.runner import run_rmbench
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(port))
+    items = [validate_item({"id": k, "prompt": f"Say {k}.", "domain": "chat",
+                            "chosen": [f"{k}", f"It is {k}.", f"**{k}**"],
+                            "rejected": [f"{k + 1}", f"It is {k + 1}.", f"**{k + 1}**"]}, "test")
+             for k in range(6)]
+
+    def by_length(prompt, responses, system=None):
+        if prompt in ("Say 1.", "Say 4."):
+            raise ValueError("too long")
+        return [float(len(r)) for r in responses]
+
+    kwargs = dict(meta={"method": "len"}, skipped=["loader: one bad item"], skip_errors=True,
+                  progress=False)
+    run_rmbench(items, by_length, tmp_path / "one", **kwargs)
+    two = tmp_path / "two"
+    two.mkdir()
+    earlier = json.loads(lines(tmp_path / "one" / "rewards.jsonl")[2])   # item 3, scored before
+    dist_rmbench.shard_path(two, 5).write_text(json.dumps(earlier) + "\n")
+    calls = []
+
+    def spy(prompt, responses, system=None):
+        calls.append(prompt)
+        return by_length(prompt, responses)
+    table = dist_rmbench.run_rmbench_sharded(items, spy, two, ProcessGroup(0, 1, 0), **kwargs)
+    assert not torch.distributed.is_initialized()             # it left the group it joined
+    assert calls == ["Say 0.", "Say 1.", "Say 2.", "Say 4.", "Say 5."]
+    assert table["chat"]["n"] == 4
+    assert (two / "summary.json").read_bytes() == (tmp_path / "one" / "summary.json").read_bytes()
+    assert lines(two / "rewards.jsonl") == lines(tmp_path / "one" / "rewards.jsonl")

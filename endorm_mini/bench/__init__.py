@@ -193,7 +193,8 @@ def register_cli(sub) -> None:
     p.add_argument("--mini-n", type=int, default=20, help="items per domain of --data mini")
     p.add_argument("--device-map", choices=["auto"], default=None,
                    help="auto: spread a model larger than one GPU over all GPUs (then CPU, disk) "
-                        "with accelerate's big-model loading; one process only")
+                        "with accelerate's big-model loading (--device is then unused); one "
+                        "process only")
     p.set_defaults(func=_rmbench_command)
 
     d = sub.add_parser("diagonal", help="one reward per persona system prompt, on every persona's pairs",

@@ -16,12 +16,19 @@ rerun skips every item already in ``rewards.jsonl``, then writes the score table
 A torn last line of ``rewards.jsonl`` (a stop mid-write) is cut off; any other line that
 is not a complete record is moved to ``DIR/rewards.malformed.jsonl`` (a :class:`SetAside`
 warning says how many) and its item is scored again; every valid line is kept.
+
+Under ``torchrun`` / ``accelerate launch`` each process appends to its own shard,
+``DIR/rewards.rank-R.jsonl`` (same lines), and rank 0 folds the shards into
+``rewards.jsonl`` in item order when all are done (:func:`merge`;
+``endorm_mini.scale.rmbench`` runs the processes). A one-process run into a folder that holds
+shards folds them in first, so it can finish what a multi-process run started.
 """
 from __future__ import annotations
 
 import json
 import math
 import os
+import re
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -151,15 +158,20 @@ def parse_records(path: Path) -> list[dict]:
     return records
 
 
+# ---------------------------------------------------------------- shards of a multi-process run
+SHARD = re.compile(r"rewards\.rank-(\d+)\.jsonl")
+
+
 def shard_path(out_dir, rank: int) -> Path:
-    """The rewards file process ``rank`` appends to."""
+    """The rewards file process ``rank`` of a multi-process run appends to."""
     return Path(out_dir) / f"rewards.rank-{rank}.jsonl"
 
 
 def shard_paths(out_dir) -> list[Path]:
-    """Every shard in ``out_dir``, from this run or an earlier one with other world sizes."""
-    shards = Path(out_dir).glob("rewards.rank-*.jsonl")
-    return sorted(shards, key=lambda p: int(p.name.split("-")[1].split(".")[0]))
+    """Every shard in ``out_dir`` by rank, from this run or an earlier one of another size."""
+    found = [(SHARD.fullmatch(p.name), p) for p in Path(out_dir).glob("rewards.rank-*.jsonl")]
+    ranked = sorted((int(m.group(1)), p) for m, p in found if m)
+    return [p for _, p in ranked]
 
 
 def merge(out_dir, selected) -> list[dict]:

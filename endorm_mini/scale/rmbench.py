@@ -13,8 +13,10 @@ Both launchers start N copies of the command and tell each who it is in the envi
    set aside, as ``rewards.jsonl`` is) and scores only what no file in ``DIR`` holds yet,
    whatever the number of processes before;
 3. when every process is done, rank 0 merges ``rewards.jsonl`` and all shards into
-   ``rewards.jsonl`` in the original item order and writes the summary with the single-process
-   code (``bench.runner.write_summary``). The shards stay, a subset of the merged file.
+   ``rewards.jsonl`` in the original item order (``bench.runner.merge``) and writes the
+   summary with the single-process code (``bench.runner.write_summary``): the shards stay,
+   each a part of the merged file. The file formats live in ``bench.runner``; this module
+   only runs the processes.
 
 The table equals a single-process run's to the last digit: every reward is one call of the
 method on one item's six responses, so the batch a response is scored in is the same
@@ -107,7 +109,8 @@ class ProcessGroup:
         if requested not in ("auto", "cuda"):
             if requested.startswith("cuda"):
                 raise ValueError(f"--device {requested}: in a multi-process run every process "
-                                 "would use that one GPU; use --device cuda (each its LOCAL_RANK's)")
+                                 "would use that one GPU; use --device cuda (each its "
+                                 "LOCAL_RANK's)")
             return requested
         if not torch.cuda.is_available():
             if requested == "cuda":
@@ -198,11 +201,11 @@ def load_spread(name: str, dtype=None):
     """``(model, tokenizer)`` spread over every GPU, then the CPU, then disk, by accelerate's
     big-model loading (``from_pretrained(..., device_map="auto")``): for a model larger than
     one GPU. One process only (see the module doc)."""
-    try:
-        import accelerate  # noqa: F401  (transformers' device_map loading runs on it)
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("accelerate") is None:  # transformers' device_map runs on it
         raise ValueError("--device-map auto needs the accelerate package: "
-                         "pip install 'endorm-mini[scale]'") from None
+                         "pip install 'endorm-mini[scale]'")
     from ..zoo import load
 
     return load(name, dtype=dtype, device_map="auto")
