@@ -232,6 +232,10 @@ def test_the_sharded_runner_alone_writes_the_single_runners_summary(tmp_path, mo
             raise ValueError("too long")
         return [float(len(r)) for r in responses]
 
+    with pytest.raises(ValueError, match=r"^\[rank 0/1\] item 1 \(chat\): too long$"):
+        dist_rmbench.run_rmbench_sharded(items, by_length, tmp_path / "stop", ProcessGroup(0, 1, 0),
+                                         meta={"method": "len"}, progress=False)
+    assert not torch.distributed.is_initialized()             # left on an error too
     kwargs = dict(meta={"method": "len"}, skipped=["loader: one bad item"], skip_errors=True,
                   progress=False)
     run_rmbench(items, by_length, tmp_path / "one", **kwargs)

@@ -102,8 +102,9 @@ class ProcessGroup:
         return list(items)[self.rank::self.world_size]
 
     def device(self, requested: str = "auto") -> str:
-        """``auto`` / ``cuda`` → this process's GPU, ``cuda:LOCAL_RANK``, when CUDA is here;
-        ``cpu`` (or ``auto`` without CUDA) → the CPU. One GPU named for all is refused."""
+        """``auto`` / ``cuda`` → this process's GPU, ``cuda:LOCAL_RANK`` (made the current
+        device), when CUDA is here; ``cpu`` (or ``auto`` without CUDA) → the CPU. One GPU named
+        for all processes is refused."""
         import torch
 
         if requested not in ("auto", "cuda"):
@@ -120,6 +121,8 @@ class ProcessGroup:
         if self.local_rank >= count:
             raise ValueError(f"LOCAL_RANK {self.local_rank} but this machine has {count} CUDA "
                              "GPU(s): start at most that many processes per machine")
+        # Its GPU becomes the current one too, so nothing of this process lands on GPU 0.
+        torch.cuda.set_device(self.local_rank)
         return f"cuda:{self.local_rank}"
 
     def log(self, message: str) -> None:
@@ -141,6 +144,16 @@ def _connect(group: ProcessGroup):
     dist.init_process_group("gloo", rank=group.rank, world_size=group.world_size,
                             timeout=timedelta(minutes=group.timeout_min))
     return dist, True
+
+
+def _meet(collective, *args, **kwargs):
+    """A ``torch.distributed`` collective; a peer that stopped (an error, a kill) becomes one
+    line here instead of gloo's traceback (the launcher then stops every process)."""
+    try:
+        return collective(*args, **kwargs)
+    except RuntimeError:   # gloo: "Connection closed by peer", a timeout, ...
+        raise ValueError("another process stopped while this one waited for it (its own "
+                         "message says why); a rerun goes on from every shard") from None
 
 
 def run_rmbench_sharded(items, method, out_dir, group: ProcessGroup, meta: dict | None = None,
@@ -168,10 +181,10 @@ def run_rmbench_sharded(items, method, out_dir, group: ProcessGroup, meta: dict 
         if group.rank == 0:
             check_meta(out, meta)
             read_records(out / "rewards.jsonl")
-        dist.barrier()
+        _meet(dist.barrier)
         done = {item_key(r) for path in [out / "rewards.jsonl"] + shard_paths(out)
                 for r in parse_records(path)}
-        dist.barrier()                        # nobody appends before everyone has read
+        _meet(dist.barrier)                   # nobody appends before everyone has read
         index = {item_key(item): k for k, item in enumerate(selected)}
         mine = group.shard(selected)
         todo = [item for item in mine if item_key(item) not in done]
@@ -183,7 +196,7 @@ def run_rmbench_sharded(items, method, out_dir, group: ProcessGroup, meta: dict 
             _, refused = score_items(todo, method, f, system, skip_errors, bar)
         group.log(f"done ({len(refused)} refused)")
         gathered = [None] * group.world_size if group.rank == 0 else None
-        dist.gather_object(refused, gathered, dst=0)   # also: everyone is done
+        _meet(dist.gather_object, refused, gathered, dst=0)   # also: everyone is done
         if group.rank != 0:
             return None
         refused = {key: why for part in gathered for key, why in part.items()}
@@ -192,6 +205,8 @@ def run_rmbench_sharded(items, method, out_dir, group: ProcessGroup, meta: dict 
         skipped = list(skipped or []) + [refused[key] for key in ordered]
         return write_summary(out, items, selected, merged, refused, skipped, meta, limit,
                              limit_per_domain)
+    except ValueError as err:                 # one line that names the process
+        raise ValueError(f"[rank {group.rank}/{group.world_size}] {err}") from None
     finally:
         if joined:
             dist.destroy_process_group()
