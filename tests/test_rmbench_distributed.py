@@ -186,20 +186,21 @@ def test_merge_puts_every_record_in_item_order_once(tmp_path):
 
 
 def test_a_model_spread_by_accelerate_scores_like_the_plain_one(tmp_path, tiny_tokenizer):
-    """What --device-map auto loads: here spread over CPU and disk (accelerate's hooks move
-    the weights in), which must not change a reward."""
+    """What --device-map auto loads: here spread over CPU and disk, its LM head on disk (a
+    meta tensor until accelerate's hook brings it in), which must not change a reward."""
     pytest.importorskip("accelerate")
     from transformers import AutoModelForCausalLM
 
-    from conftest import make_gpt2
+    from conftest import make_llama
     from endorm_mini.reward import EndogenousReward
 
-    make_gpt2(tiny_tokenizer, seed=3).save_pretrained(tmp_path / "m")
-    plain = EndogenousReward(make_gpt2(tiny_tokenizer, seed=3), tiny_tokenizer, device="cpu")
+    make_llama(tiny_tokenizer, seed=3).save_pretrained(tmp_path / "m")
+    plain = EndogenousReward(make_llama(tiny_tokenizer, seed=3), tiny_tokenizer, device="cpu")
     spread = AutoModelForCausalLM.from_pretrained(
-        tmp_path / "m", device_map="auto", max_memory={"cpu": "80KB"},
+        tmp_path / "m", device_map="auto", max_memory={"cpu": "60KB"},
         offload_folder=str(tmp_path / "offload"))
-    assert {"cpu", "disk"} <= set(spread.hf_device_map.values())
+    assert spread.hf_device_map["model.embed_tokens"] == "cpu"
+    assert spread.hf_device_map["lm_head"] == "disk"
     scorer = EndogenousReward(spread, tiny_tokenizer, device="cpu")
     prompts, responses = ["Say 3."] * 3, ["3", "It is 3.", "**4**"]
     want = [r.total for r in plain.score_batch(prompts, responses, progress=False)]
