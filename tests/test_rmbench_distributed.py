@@ -150,6 +150,23 @@ def test_device_map_auto_in_a_multi_process_run_is_refused_in_one_line(tmp_path,
     assert loads == [] and not (tmp_path / "r").exists()   # before any model is loaded
 
 
+def test_device_map_auto_in_one_process_loads_through_accelerate(tmp_path, single, monkeypatch):
+    """The command's path: `load_spread` → `zoo.load(device_map="auto")` (here, with no GPU,
+    accelerate keeps the model on the CPU) gives the single run's table."""
+    pytest.importorskip("accelerate")
+    from endorm_mini import zoo
+
+    seen, real = [], zoo.load
+
+    def load(*args, **kwargs):
+        seen.append(kwargs)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(zoo, "load", load)
+    assert main(MINI + ["--out", str(tmp_path / "r"), "--device-map", "auto"]) == 0
+    assert seen == [{"dtype": None, "device_map": "auto"}]
+    assert (tmp_path / "r" / "summary.json").read_bytes() == (single / "summary.json").read_bytes()
+
+
 def test_the_environment_is_read_and_checked():
     group = ProcessGroup.from_env({"RANK": "1", "WORLD_SIZE": "3", "LOCAL_RANK": "1"})
     assert (group.rank, group.world_size, group.local_rank) == (1, 3, 1)
