@@ -113,6 +113,15 @@ class RewardResult:
 
 
 # ---------------------------------------------------------------- scoring HF models
+def _execution_device(device_map: dict) -> torch.device:
+    """Where a dispatched model's first placed module runs (``"cpu"`` and ``"disk"`` run on
+    the CPU; an integer is a CUDA GPU): its inputs go there."""
+    first = next(iter(device_map.values()))
+    if isinstance(first, int):
+        return torch.device("cuda", first)
+    return torch.device("cpu" if first == "disk" else first)
+
+
 class EndogenousReward:
     """Endogenous rewards (eq. 12) of a causal LM, ``α`` being the soft-Q temperature.
 
@@ -132,9 +141,20 @@ class EndogenousReward:
             finite_positive = False
         if not finite_positive:
             raise ValueError(f"alpha must be a finite number > 0, got {alpha!r}")
-        self.device = resolve_device(device)
         dtype = resolve_dtype(dtype)
-        self.model = model.to(device=self.device, dtype=dtype) if dtype else model.to(self.device)
+        # A model spread by accelerate's big-model loading (``device_map="auto"``) stays where
+        # it was put: its hooks move activations between devices. Inputs go where its
+        # embeddings run; the dtype is the one it was loaded in.
+        self.dispatched = bool(getattr(model, "hf_device_map", None))
+        if self.dispatched and dtype is not None and dtype != model.dtype:
+            raise ValueError(f"dtype: a model loaded with a device map keeps the dtype it was "
+                             f"loaded in ({model.dtype}); pass dtype to from_pretrained instead")
+        if self.dispatched:
+            self.device = _execution_device(model.hf_device_map)
+            self.model = model
+        else:
+            self.device = resolve_device(device)
+            self.model = model.to(device=self.device, dtype=dtype) if dtype else model.to(self.device)
         self.model.eval()
         self.tokenizer = tokenizer
         ensure_pad_token(tokenizer)
@@ -252,6 +272,7 @@ class EndogenousReward:
         except Exception:  # no decoder or head to split off: the full forward is always right
             return False
         full = self.model(input_ids=input_ids).logits.float()                 # [1, n, V]
+        shortcut = shortcut.to(full.device)    # a dispatched head may run on another device
         if shortcut.shape != full.shape:
             return False
         tolerance = 4 * torch.finfo(hidden.dtype).eps * float(full.abs().max().clamp(min=1.0))
@@ -292,12 +313,13 @@ class EndogenousReward:
         run_start = torch.cumsum(sizes, 0) - sizes                                # [B]
         first = torch.tensor([len(p) - 1 for p in p_list])
         position = row * L + first[row] + torch.arange(int(sizes.sum())) - run_start[row]
-        states = hidden.reshape(-1, hidden.shape[-1])[position.to(self.device)]   # [N, D]
+        states = hidden.reshape(-1, hidden.shape[-1])[position.to(hidden.device)]   # [N, D]
         # the action taken in each state; the state after the last has none (0, unused)
         actions = torch.tensor([t for r in r_list for t in (*r, 0)], device=self.device)
         # One reused logits buffer: on a CPU, a fresh [chunk, V] tensor per chunk costs as
         # much in page faults as the matmul itself (measured with a 151,936-token vocabulary).
-        linear = head if isinstance(head, torch.nn.Linear) else None
+        # (A dispatched head goes through its hook, which brings its weight where it runs.)
+        linear = head if isinstance(head, torch.nn.Linear) and not self.dispatched else None
         if linear is not None:
             buffer = hidden.new_empty(self.chunk_size, linear.out_features)
         values, q = [], []
@@ -310,7 +332,7 @@ class EndogenousReward:
             else:
                 c = head(h)                                          # a copy: ours to overwrite
             c = c.float()
-            q.append(c.gather(-1, idx.unsqueeze(-1)).squeeze(-1))
+            q.append(c.gather(-1, idx.to(c.device).unsqueeze(-1)).squeeze(-1))
             values.append(_soft_value_inplace(c, self.alpha))
         values, q = torch.cat(values).cpu(), torch.cat(q).cpu()      # [N], [N]
         if not (torch.isfinite(values).all() and torch.isfinite(q).all()):

@@ -108,8 +108,12 @@ def locate(name_or_path: str) -> tuple[str, dict]:
     return path, _hub_options(path)
 
 
-def load(name_or_path: str, device="auto", dtype=None):
+def load(name_or_path: str, device="auto", dtype=None, device_map: str | None = None):
     """``(model, tokenizer)`` for a zoo name, a local folder or a hub id; the model in eval mode.
+
+    ``device_map="auto"`` loads a model larger than one GPU with accelerate's big-model
+    loading: its layers are spread over the GPUs, then the CPU, then disk, and stay there
+    (``device`` is not used; transformers needs ``accelerate`` for it: the ``scale`` extra).
 
     Bad input raises ``ValueError`` in one line before anything heavy runs: a device this
     machine lacks, a folder that does not exist or holds no model, a hub id that is neither
@@ -126,6 +130,8 @@ def load(name_or_path: str, device="auto", dtype=None):
     path, hub = locate(name_or_path)
     local = Path(path).exists()
     kwargs = {}
+    if device_map is not None:
+        kwargs["device_map"] = device_map
     if resolve_dtype(dtype) is not None:   # transformers 5 renamed torch_dtype to dtype
         key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
         kwargs[key] = resolve_dtype(dtype)
@@ -139,7 +145,9 @@ def load(name_or_path: str, device="auto", dtype=None):
         raise ValueError(f"cannot load {path!r} from the Hugging Face hub: {first} "
                          "(a zoo name, see endorm-mini zoo list, or a local folder also work)") from None
     ensure_pad_token(tokenizer)
-    model.to(device).eval()
+    if device_map is None:
+        model.to(device)
+    model.eval()
     gen = model.generation_config
     gen.pad_token_id, gen.eos_token_id = tokenizer.pad_token_id, tokenizer.eos_token_id
     if tokenizer.bos_token_id is not None:

@@ -29,7 +29,7 @@ def tiny_loader(monkeypatch, tiny_tokenizer):
     """Stand-in for the zoo: a tiny random GPT-2 for any model name."""
     calls = []
 
-    def load(name, device, dtype):
+    def load(name, device, dtype, device_map=None):
         calls.append(name)
         return make_gpt2(tiny_tokenizer, seed=len(calls)), tiny_tokenizer
 

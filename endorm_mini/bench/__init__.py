@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import warnings
 from pathlib import Path
 
@@ -20,11 +21,30 @@ from . import rmbench
 from .methods import METHODS
 
 
-def _load_model(name: str, device: str, dtype):
-    """(model, tokenizer) for a zoo name, a local folder or a hub name (``zoo.load``)."""
+def _load_model(name: str, device: str, dtype, device_map: str | None = None):
+    """(model, tokenizer) for a zoo name, a local folder or a hub name (``zoo.load``); with
+    ``device_map="auto"`` spread over the GPUs by accelerate (``scale.rmbench.load_spread``)."""
+    if device_map is not None:
+        from ..scale.rmbench import load_spread
+
+        return load_spread(name, dtype=dtype)
     from ..zoo import load
 
     return load(name, device=device, dtype=dtype)
+
+
+def _process_group(args):
+    """The ``torchrun`` / ``accelerate launch`` process group, or None for a plain run."""
+    world = os.environ.get("WORLD_SIZE", "1").strip()
+    if world.isdigit() and int(world) <= 1:
+        return None
+    if args.device_map:
+        raise ValueError(f"--device-map auto spreads one model over all of this machine's GPUs "
+                         f"and cannot run in {world} processes (each would spread its own copy "
+                         "over the same GPUs): run it as one process, without torchrun")
+    from ..scale.rmbench import ProcessGroup
+
+    return ProcessGroup.from_env()
 
 
 def _rmbench_items(args) -> tuple[list[dict], list[str], str]:
@@ -50,34 +70,45 @@ def _rmbench_command(args: argparse.Namespace) -> int:
     from .methods import make_method
     from .runner import SetAside, run_rmbench, select, summary_path
 
+    group = _process_group(args)          # refusals come before any model is loaded
+    device = group.device(args.device) if group else args.device
     items, problems, data = _rmbench_items(args)
     selected = select(items, args.limit, args.limit_per_domain)  # bad limits fail before loading
-    for problem in problems:
-        print(f"skipped: {problem}")
+    if group is None or group.rank == 0:
+        for problem in problems:
+            print(f"skipped: {problem}")
     model = tokenizer = reference = None
+    if args.method == "dpo" and not args.ref_model:
+        raise ValueError("--method dpo needs --ref-model (the reference the policy was trained from)")
     if args.method != "random":
-        model, tokenizer = _load_model(args.model, args.device, args.dtype)
+        model, tokenizer = _load_model(args.model, device, args.dtype, args.device_map)
     if args.method == "dpo":
-        if not args.ref_model:
-            raise ValueError("--method dpo needs --ref-model (the reference the policy was trained from)")
-        reference = _load_model(args.ref_model, args.device, args.dtype)
+        reference = _load_model(args.ref_model, device, args.dtype, args.device_map)
     method = make_method(args.method, model, tokenizer, alpha=args.alpha, gamma=args.gamma, beta=args.beta,
-                         reference=reference, seed=args.seed, device=args.device)
+                         reference=reference, seed=args.seed, device=device)
     meta = {"model": None if args.method == "random" else args.model, "method": args.method, "data": data,
             "alpha": args.alpha, "gamma": args.gamma if args.method == "discounted" else None,
             "beta": args.beta if args.method == "dpo" else None, "ref_model": args.ref_model,
             "dtype": args.dtype, "seed": args.seed if args.method == "random" else None}
+    run = run_rmbench
+    if group is not None:  # one shard per process, merged by rank 0 (scale.rmbench)
+        from functools import partial
+
+        from ..scale.rmbench import run_rmbench_sharded
+
+        run = partial(run_rmbench_sharded, group=group)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", SetAside)
-        table = run_rmbench(items, method, args.out, meta=meta, limit=args.limit,
-                            limit_per_domain=args.limit_per_domain, system=args.system,
-                            skipped=problems, skip_errors=args.skip_invalid,
-                            progress=not args.no_progress)
+        table = run(items, method, args.out, meta=meta, limit=args.limit,
+                    limit_per_domain=args.limit_per_domain, system=args.system,
+                    skipped=problems, skip_errors=args.skip_invalid, progress=not args.no_progress)
     for w in caught:  # the set-aside lines as a line of output; other warnings as they were
         if issubclass(w.category, SetAside):
-            print(f"set aside: {w.message}")
+            print(f"{f'[rank {group.rank}] ' if group else ''}set aside: {w.message}")
         else:
             warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    if table is None:  # a process other than rank 0: its shard is written, rank 0 reports
+        return 0
     print(f"RM-Bench accuracy (%) of {args.method} rewards from {meta['model'] or 'a seeded coin'}, "
           f"{table['overall']['n']} items:")
     print(rmbench.format_table(table))
@@ -88,6 +119,8 @@ def _rmbench_command(args: argparse.Namespace) -> int:
     if skipped:
         print(f"{len(skipped)} item(s) skipped (listed above and in summary.json)")
     print(f"rewards: {Path(args.out) / 'rewards.jsonl'}  table: {summary}")
+    if group is not None:
+        print(f"shards: {Path(args.out) / 'rewards.rank-*.jsonl'} ({group.world_size} processes)")
     return 0
 
 
@@ -136,7 +169,9 @@ def register_cli(sub) -> None:
     p = sub.add_parser("rmbench", help="score RM-Bench (or the tiny world's mini-bench) with a reward method",
                        description="Score every item's 3 chosen and 3 rejected responses, write "
                                    "DIR/rewards.jsonl as it goes (a rerun resumes), DIR/summary.json and "
-                                   "print Easy/Normal/Hard per domain.")
+                                   "print Easy/Normal/Hard per domain. Under torchrun or accelerate "
+                                   "launch each process scores its share into "
+                                   "DIR/rewards.rank-R.jsonl and rank 0 merges.")
     _common(p)
     p.add_argument("--data", default="mini", help="'mini' (generated offline), an RM-Bench JSON/JSONL "
                                                   "file, or the benchmark's data/ folder")
@@ -156,6 +191,10 @@ def register_cli(sub) -> None:
     p.add_argument("--beta", type=float, default=0.1, help="β of --method dpo")
     p.add_argument("--ref-model", default=None, help="reference model of --method dpo")
     p.add_argument("--mini-n", type=int, default=20, help="items per domain of --data mini")
+    p.add_argument("--device-map", choices=["auto"], default=None,
+                   help="auto: spread a model larger than one GPU over all GPUs (then CPU, disk) "
+                        "with accelerate's big-model loading (--device is then unused); one "
+                        "process only")
     p.set_defaults(func=_rmbench_command)
 
     d = sub.add_parser("diagonal", help="one reward per persona system prompt, on every persona's pairs",
