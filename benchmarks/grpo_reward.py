@@ -127,7 +127,7 @@ def main() -> None:
           f"{args.threads} thread(s), {args.clock} time): zero-cost reward {zero * 1e3:.1f} ms, "
           f"endogenous {endo * 1e3:.1f} ms")
     print(f"endogenous reward: {reward * 1e3:.2f} ms = {reward / endo:.1%} of the step "
-          f"(target ≤ 15%); step +{(endo - zero) / endo:.1%} over the zero-cost reward")
+          f"(target ≤ 15%); step {(endo - zero) / endo:+.1%} over the zero-cost reward")
 
 
 if __name__ == "__main__":

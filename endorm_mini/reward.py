@@ -284,19 +284,21 @@ class EndogenousReward:
 
         The head runs later only on response positions; a model whose head is more than
         its output embeddings (the first batch's self-check says) gets its full logits
-        here instead (head = identity). No attention mask: the padding is on the right, so
-        in a causal model no real position attends to it and the states we read are the
-        masked forward's (test_reward's parity tests); without a mask SDPA takes its causal
-        kernel (15% of a tiny-arith forward). No KV cache either (10% more).
+        here instead (head = identity). The attention mask is all ones: the padding is on
+        the right, so in a causal model no real position attends to it and the states we read
+        are the padding-masked forward's (test_reward's parity tests), while SDPA takes its
+        causal kernel (15% of a tiny-arith forward). No KV cache either (10% more).
         """
         if self._plain_head is None:
             n = min(first_length, 16)
             self._plain_head = self._head_shortcut_is_exact(input_ids[:1, :n])
+        ones = torch.ones_like(input_ids)   # not None: transformers warns of padding then
         if self._plain_head:
             base = self.model.get_decoder()
-            hidden = base(input_ids=input_ids, use_cache=False).last_hidden_state
-            return hidden, self.model.get_output_embeddings()
-        return self.model(input_ids=input_ids, use_cache=False).logits, (lambda x: x)
+            hidden = base(input_ids=input_ids, attention_mask=ones, use_cache=False)
+            return hidden.last_hidden_state, self.model.get_output_embeddings()
+        logits = self.model(input_ids=input_ids, attention_mask=ones, use_cache=False).logits
+        return logits, (lambda x: x)
 
     def _score_batch(self, p_list, r_list, eos_ids: frozenset) -> list[RewardResult]:
         pad = self.tokenizer.pad_token_id

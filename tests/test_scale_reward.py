@@ -282,9 +282,14 @@ def test_hybrid_adds_the_weighted_verifier(arith):
                                       verifier_weight=2.5)
     checked = arith_verifier(prompts, completions)
     assert checked == [1.0, 0.0, 0.0, 1.0, 0.0, 1.0]           # "7 " is "7" once stripped
-    got = hybrid(prompts, completions, ids, answer=["x"] * 6)    # dataset columns pass through
+    logged = []
+    got = hybrid(prompts, completions, ids, answer=["x"] * 6,    # dataset columns pass through
+                 log_metric=lambda name, value: logged.append((name, value)))
     assert got == pytest.approx([p + 2.5 * c for p, c in zip(plain, checked)], abs=1e-5)
     assert hybrid.__name__ == "endogenous_hybrid_reward"
+    assert [name for name, _ in logged] == ["endogenous_hybrid_reward/endogenous",
+                                            "endogenous_hybrid_reward/verifier"]
+    assert [v for _, v in logged] == pytest.approx([sum(plain) / 6, 0.5], abs=1e-5)
 
 
 def test_a_model_name_loads_a_frozen_fp32_reference_on_the_cpu(arith):
@@ -321,6 +326,9 @@ def test_bad_input_is_refused(arith):
         rf(["12+7"] + prompts[1:], completions, ids)
     with pytest.raises(ValueError, match="reduce must be one of"):
         EndogenousRewardFunction(model, tokenizer, reduce="max")
+    with pytest.raises(ValueError, match="verifier_weight must be a finite number, got inf"):
+        EndogenousRewardFunction(model, tokenizer, verifier=arith_verifier,
+                                 verifier_weight=math.inf)
     with pytest.raises(ValueError, match="tokenizer: a loaded model needs its tokenizer"):
         EndogenousRewardFunction(model)
     with pytest.raises(ValueError, match="verifier's reward for completion 0 is nan"):

@@ -15,6 +15,7 @@ Nothing here imports ``trl``, ``accelerate`` or ``datasets`` at module level.
 """
 from __future__ import annotations
 
+import math
 import numbers
 import os
 import re
@@ -186,7 +187,8 @@ class EndogenousRewardFunction:
     model:             the reference: a zoo name, a folder or a hub id, loaded here (once per
                        process: each rank builds its own) on this process's device, bf16 on a
                        GPU and fp32 on a CPU, in eval mode; or a loaded causal LM, used as is
-                       (its own device and dtype unless ``device``/``dtype`` say otherwise).
+                       (its own device and dtype unless ``device``/``dtype`` say otherwise;
+                       not the policy object itself, or the reward would move with training).
     tokenizer:         the reference's tokenizer (required with a loaded model).
     alpha:             the soft-Q temperature α of eq. 10–12.
     reduce:            "sum" (the response total) or "mean" (per completion token).
@@ -212,8 +214,9 @@ class EndogenousRewardFunction:
         if verifier is not None and not callable(verifier):
             raise ValueError(f"verifier must be a callable (prompts, completions, **kwargs), "
                              f"got {type(verifier).__name__}")
-        if isinstance(verifier_weight, bool) or not isinstance(verifier_weight, numbers.Real):
-            raise ValueError(f"verifier_weight must be a number, got {verifier_weight!r}")
+        if isinstance(verifier_weight, bool) or not isinstance(verifier_weight, numbers.Real) \
+                or not math.isfinite(verifier_weight):
+            raise ValueError(f"verifier_weight must be a finite number, got {verifier_weight!r}")
         if isinstance(model, (str, os.PathLike)):
             device = resolve_device(device) if device is not None else _process_device()
             if dtype is None:   # bf16 on a GPU, fp32 on a CPU
@@ -258,10 +261,13 @@ class EndogenousRewardFunction:
         if len(checked) != n:
             raise ValueError(f"the verifier returned {len(checked)} rewards for {n} completions")
         bad = [i for i, v in enumerate(checked)
-               if not isinstance(v, numbers.Real) or not torch.isfinite(torch.tensor(float(v)))]
+               if not isinstance(v, numbers.Real) or not math.isfinite(v)]
         if bad:
             raise ValueError(f"the verifier's reward for completion {bad[0]} is "
                              f"{checked[bad[0]]!r}, not a finite number")
+        if callable(kwargs.get("log_metric")):   # TRL logs the hybrid's two parts beside it
+            kwargs["log_metric"](f"{self.__name__}/endogenous", sum(rewards) / n)
+            kwargs["log_metric"](f"{self.__name__}/verifier", sum(map(float, checked)) / n)
         return [r + self.verifier_weight * float(v) for r, v in zip(rewards, checked)]
 
     def _prompt_ids(self, prompts) -> list[list[int]]:
