@@ -10,7 +10,8 @@ view (from the stored widget state, or the static ``text/html`` copy) and no wid
 Needs Debian's ``chromium`` and ``chromium-driver`` (``.ci/run`` installs them when run as
 root) and selenium (the ``dev`` extra). Without them the test is skipped, except under
 ``CI=true``, where it fails. ``ENDORM_MINI_SCREENSHOTS=DIR`` saves the explorer at α = 0.5
-and α = 2 as ``DIR/explorer-alpha-0.5.png`` and ``DIR/explorer-alpha-2.png``.
+and α = 2 as ``DIR/explorer-alpha-0.5.png`` and ``DIR/explorer-alpha-2.png``, and the stored
+view, not run, as ``DIR/explorer-stored.png``.
 """
 from __future__ import annotations
 
@@ -343,6 +344,7 @@ def test_stored_solution_shows_the_explorer_before_it_is_run(lab, browser):
     url, token = lab
     browser.get(f"{url}/lab/tree/{LESSON}?token={token}")
     trusted = _stored_view(browser, LESSON)
+    _screenshot(browser, "explorer-stored.png")
     browser.execute_script("return window.jupyterapp.commands.execute('docmanager:open', "
                            "{path: arguments[0]}).then(() => true);", UNTRUSTED)
     untrusted = _stored_view(browser, UNTRUSTED)
