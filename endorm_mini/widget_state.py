@@ -3,7 +3,8 @@
 A stored output that displays an ipywidget holds only a reference, the
 ``application/vnd.jupyter.widget-view+json`` model id. JupyterLab and Notebook 7
 (jupyterlab_widgets 3) render it from the notebook's ``metadata.widgets`` state, restored
-when the notebook opens with a kernel; with no state there, a trusted notebook shows
+once the notebook's kernel has started (with "No Kernel" it stays "Loading widget...": the
+restore asks the kernel first and gives up without one); with no state, a trusted notebook shows
 "Error displaying widget: model not found" and no other format of the output (an untrusted
 one shows the output's ``text/html`` or ``text/plain`` instead: the widget renderer is not
 "safe"). nbconvert (nbviewer) draws a widget from the same state when it is there.
