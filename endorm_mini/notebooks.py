@@ -15,8 +15,9 @@ learner's own folder (``my-lessons/``) and never overwrites a file there, and
 was built with (someone worked in it) unless ``--force``, which saves a backup first.
 
 Authoring helpers: ``--execute`` re-runs masters in place to refresh their stored
-outputs, and ``python -m endorm_mini.notebooks SRC.py OUT.ipynb`` turns a percent-format
-script (``# %%`` / ``# %% [markdown]`` cells) into a notebook (and back, given an .ipynb).
+outputs and the state of the widgets they display (:mod:`endorm_mini.widget_state`), and
+``python -m endorm_mini.notebooks SRC.py OUT.ipynb`` turns a percent-format script
+(``# %%`` / ``# %% [markdown]`` cells) into a notebook (and back, given an .ipynb).
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from pathlib import Path
 
 import nbformat
 
-from . import project
+from . import project, widget_state
 
 BEGIN, END = "# BEGIN SOLUTION", "# END SOLUTION"
 EXERCISE_RE = re.compile(r"^#\s*EXERCISE\s+(\d+\.\d+)\b", re.M)         # the exercise cell header
@@ -300,10 +301,12 @@ def kernel_env(**extra: str) -> dict[str, str]:
 
 
 def run(nb: nbformat.NotebookNode, cwd: str | Path, timeout: float = 600,
-        env: dict[str, str] | None = None) -> nbformat.NotebookNode:
+        env: dict[str, str] | None = None,
+        store_widget_state: bool = False) -> nbformat.NotebookNode:
     """Execute ``nb`` in place, top to bottom, in a kernel of this Python environment
     (``env``: :func:`kernel_env` by default); stops at the first error
-    (``nbclient.CellExecutionError``)."""
+    (``nbclient.CellExecutionError``). ``store_widget_state``: record every widget's state
+    in ``nb.metadata.widgets`` (see :mod:`endorm_mini.widget_state`)."""
     from jupyter_client.manager import KernelManager
     from nbclient import NotebookClient
     from nbval.kernel import CURRENT_ENV_KERNEL_NAME, NbvalKernelspecManager
@@ -311,19 +314,23 @@ def run(nb: nbformat.NotebookNode, cwd: str | Path, timeout: float = 600,
     km = KernelManager(kernel_name=CURRENT_ENV_KERNEL_NAME,
                        kernel_spec_manager=NbvalKernelspecManager())
     client = NotebookClient(nb, km=km, timeout=timeout, record_timing=False,
-                            store_widget_state=False)
+                            store_widget_state=store_widget_state)
     client.execute(cwd=str(cwd), env=env or kernel_env())
     return nb
 
 
 def execute(path: Path, timeout: float = 600) -> float:
     """Re-run master ``path`` (cwd = its folder, as nbval does) and store its outputs in
-    place; returns the wall time in seconds."""
+    place, with the state of the widgets they display, so JupyterLab shows those widgets
+    before the notebook is run; returns the wall time in seconds."""
     nb = nbformat.read(path, as_version=4)
     start = time.perf_counter()
-    run(nb, Path(path).parent, timeout)
+    run(nb, Path(path).parent, timeout, store_widget_state=True)
     seconds = time.perf_counter() - start
+    widgets = widget_state.displayed_state(nb)
     nb.metadata = {k: nb.metadata[k] for k in KEPT_METADATA if k in nb.metadata}
+    if widgets:
+        nb.metadata["widgets"] = widgets
     Path(path).write_text(_text(nb), encoding="utf-8")
     return seconds
 

@@ -3,18 +3,22 @@
 JupyterLab runs on 127.0.0.1 (a free port, token auth) in a temporary copy of the solved
 lesson 04; headless Chromium opens it, runs every cell, then works the explorer: moves α,
 types a response, switches the prompt, and checks after each step that the rendered
-tokens, the totals and the response boxes changed as they should.
+tokens, the totals and the response boxes changed as they should. A second test opens the
+stored solution without running it, trusted and untrusted, and finds the explorer's first
+view (from the stored widget state, or the static ``text/html`` copy) and no widget error.
 
 Needs Debian's ``chromium`` and ``chromium-driver`` (``.ci/run`` installs them when run as
 root) and selenium (the ``dev`` extra). Without them the test is skipped, except under
 ``CI=true``, where it fails. ``ENDORM_MINI_SCREENSHOTS=DIR`` saves the explorer at α = 0.5
-and α = 2 as ``DIR/explorer-alpha-0.5.png`` and ``DIR/explorer-alpha-2.png``.
+and α = 2 as ``DIR/explorer-alpha-0.5.png`` and ``DIR/explorer-alpha-2.png``, and the stored
+view, not run, as ``DIR/explorer-stored.png``.
 """
 from __future__ import annotations
 
 import importlib.util
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -24,10 +28,13 @@ import time
 import urllib.request
 from pathlib import Path
 
+import nbformat
 import pytest
+from nbformat.sign import NotebookNotary
 
 ROOT = Path(__file__).resolve().parents[1]
-LESSON = "04_endogenous_reward.ipynb"
+LESSON = "04_endogenous_reward.ipynb"                # trusted in the server (signed)
+UNTRUSTED = "untrusted-" + LESSON                     # the same file, not signed
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 DRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -67,13 +74,22 @@ def lab(tmp_path):
     work = tmp_path / "work"
     work.mkdir()
     shutil.copy(ROOT / "solutions" / LESSON, work / LESSON)
+    # A trust database of its own: LESSON signed, as a notebook its user ran and saved is
+    # (its outputs render as stored, widgets included); UNTRUSTED not, as a fresh clone.
+    # Trust goes by content, so the untrusted copy differs in one unused metadata entry.
+    data = tmp_path / "data"
+    data.mkdir()
+    nb = nbformat.read(work / LESSON, as_version=4)
+    NotebookNotary(data_dir=str(data)).sign(nb)
+    nb.metadata["untrusted_copy"] = True
+    nbformat.write(nb, work / UNTRUSTED)
     settings = tmp_path / "settings"
     for name, values in LAB_SETTINGS.items():
         (settings / name).parent.mkdir(parents=True, exist_ok=True)
         (settings / name).write_text(json.dumps(values))
     port = _free_port()
     token = secrets.token_hex(16)
-    env = dict(os.environ, JUPYTERLAB_SETTINGS_DIR=str(settings),
+    env = dict(os.environ, JUPYTERLAB_SETTINGS_DIR=str(settings), JUPYTER_DATA_DIR=str(data),
                JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "workspaces"),
                JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
                PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
@@ -267,3 +283,74 @@ def test_lesson_04_explorer_in_jupyterlab(lab, browser):
                      and s["tokens"] == ["Paris.</s>", "Lyon.</s>"])
     assert back["boxes"] == ["Paris.", "Lyon."]
     assert back["totals"] == pytest.approx(lyon["totals"], abs=1e-3)
+
+
+# ---------------------------------------------------------------- the stored solution, not run
+# What the explorer's cell shows as stored: every output area is read, so a widget error
+# anywhere in the notebook (the progress bars' too) is seen.
+STORED_JS = NOTEBOOK_JS + """
+if (!nb || !nb.content || nb.context.path !== arguments[0]) return null;
+const cell = nb.content.widgets.find(c => c.model.type === 'code'
+    && c.model.sharedModel.getSource().includes('reward_explorer('));
+if (!cell) return null;
+const area = cell.node.querySelector('.jp-OutputArea');
+const num = t => parseFloat(t.replace('\u2212', '-'));
+const shown = [...nb.content.node.querySelectorAll('.jp-OutputArea')].map(a => a.innerText)
+    .join('\\n');
+return {
+  trusted: cell.model.trusted,
+  widget: !!area.querySelector('.widget-vbox .endorm-explorer'),
+  tokens: [...area.querySelectorAll('.endorm-response')].map(
+      c => [...c.querySelectorAll('.endorm-token')].map(t => t.textContent).join('')),
+  totals: [...area.querySelectorAll('.endorm-total')].map(t => num(t.textContent)),
+  errors: shown.match(/Error displaying widget[^\\n]*/g) || [],
+  loading: shown.includes('Loading widget'),
+};"""
+
+
+def _stored_totals() -> list[float]:
+    """The two totals of the explorer's first view, as the stored static copy has them."""
+    nb = nbformat.read(ROOT / "solutions" / LESSON, as_version=4)
+    [html] = [o.data["text/html"] for c in nb.cells if "reward_explorer(" in c.source
+              for o in c.outputs if "text/html" in o.get("data", {})]
+    return [float(t.replace("\u2212", "-"))
+            for t in re.findall(r"class='endorm-total'>([^<]+)<", html)]
+
+
+def _stored_view(driver, path: str) -> dict:
+    """Wait until ``path``'s kernel is idle (JupyterLab restores stored widgets then) and
+    its explorer cell shows the explorer, or an error; what it shows then."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def settled(d):
+        state = d.execute_script(STORED_JS, path)
+        idle = d.execute_script(NOTEBOOK_JS + "return nb?.sessionContext?.session?.kernel"
+                                "?.status === 'idle';")
+        done = state and (state["errors"] or (len(state["tokens"]) == 2
+                                              and not state["loading"]))
+        return state if idle and done else False
+
+    try:
+        return WebDriverWait(driver, WAIT_S, poll_frequency=0.2).until(settled)
+    except TimeoutException:
+        pytest.fail(f"{path}: the stored explorer never showed; it shows "
+                    f"{driver.execute_script(STORED_JS, path)}")
+
+
+def test_stored_solution_shows_the_explorer_before_it_is_run(lab, browser):
+    """Opened, not run: a trusted notebook draws the stored widget from its saved state (no
+    state: "Error displaying widget: model not found"), an untrusted one the static copy."""
+    url, token = lab
+    browser.get(f"{url}/lab/tree/{LESSON}?token={token}")
+    trusted = _stored_view(browser, LESSON)
+    _screenshot(browser, "explorer-stored.png")
+    browser.execute_script("return window.jupyterapp.commands.execute('docmanager:open', "
+                           "{path: arguments[0]}).then(() => true);", UNTRUSTED)
+    untrusted = _stored_view(browser, UNTRUSTED)
+    for view, is_trusted in ((trusted, True), (untrusted, False)):
+        assert view["trusted"] is is_trusted
+        assert view["errors"] == [], view
+        assert view["tokens"] == ["Paris.</s>", "The capital of France is Paris.</s>"], view
+        assert view["totals"] == pytest.approx(_stored_totals(), abs=1e-3)
+    assert trusted["widget"] and not untrusted["widget"]
