@@ -597,7 +597,10 @@ def grade_notebook(path: str | Path, timeout: float = 300, limit: float = 1800,
     lesson, expected, notes = _expected_exercises(nb, path)
     nb = notebooks.clean(nb)
     code = [c.source for c in nb.cells if c.cell_type == "code"]
-    check_at = {e: i for i, s in enumerate(code) for e in notebooks.check_ids(s)}
+    check_at: dict[str, int] = {}      # an exercise's check: the first cell calling it (as
+    for i, source in enumerate(code):  # notebooks.validate); lesson 00 calls it again in a demo
+        for e in notebooks.check_ids(source):
+            check_at.setdefault(e, i)
     exercise_at = {e: i for i, s in enumerate(code) for e in notebooks.exercise_ids(s)}
     status = "ran"
     with tempfile.TemporaryDirectory() as tmp:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import nbformat
 import pytest
-from nbclient.exceptions import CellExecutionError
 
-from endorm_mini import cli, notebooks
+from endorm_mini import cli, kernel, notebooks
 
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS = sorted((ROOT / "solutions").glob("[0-9][0-9]_*.ipynb"))
@@ -81,17 +81,76 @@ def test_strict_nbval_catches_a_changed_stored_output():
     assert result.returncode != 0 and "by hand" in result.stdout
 
 
+def _run_to_the_end(nb) -> float:
+    """Run ``nb`` on CPU top to bottom with errors allowed (Run all, going on past errors, as
+    ``pytest --nbval-lax`` and ``endorm-mini grade`` do); returns the wall time in seconds."""
+    for cell in _code(nb):
+        cell.metadata["tags"] = [*cell.metadata.get("tags", []), "raises-exception"]
+    start = time.perf_counter()
+    _run_cpu(nb, ROOT / "lessons")
+    return time.perf_counter() - start
+
+
+def _needs(cell):
+    """The ``%%needs N.M ...`` first line of a cell, matched (None without one)."""
+    return kernel.NEEDS_RE.match(cell.source.split("\n", 1)[0])
+
+
+def _unclear(nb) -> list[str]:
+    """What is wrong with an untouched lesson that has been run to the end: every error should
+    be the one-line `ExerciseNotImplemented` of an unfinished exercise's check, exactly one per
+    check, and every `%%needs` cell should print its one skip line and nothing else."""
+    problems, check_at = [], {}
+    for i, cell in enumerate(_code(nb)):
+        for eid in notebooks.check_ids(cell.source):
+            check_at.setdefault(eid, i)        # an exercise's check: the first cell calling it
+    for i, cell in enumerate(_code(nb)):
+        errors = [o for o in cell.outputs if o.output_type == "error"]
+        got = [(e.ename, e.evalue) for e in errors]
+        if checked := [eid for eid, at in check_at.items() if at == i]:
+            tag = f"✘ {checked[0]} "
+            if [(e.ename, len(e.traceback), tag in e.traceback[0]) for e in errors] \
+                    != [("ExerciseNotImplemented", 1, True)]:
+                problems.append(f"code cell {i}, the check of {checked[0]}: expected one "
+                                f"one-line ExerciseNotImplemented, got {got}")
+        elif errors:
+            problems.append(f"code cell {i}: {got[0][0]}: {got[0][1]} "
+                            f"(its first line: {cell.source.splitlines()[0]!r})")
+        elif match := _needs(cell):
+            line = kernel.skip_line(kernel.unfinished(match["ids"].split(), {}))
+            outputs = [dict(o) for o in cell.outputs]
+            if outputs != [{"output_type": "stream", "name": "stdout", "text": line + "\n"}]:
+                problems.append(f"code cell {i} ({match[0]}): expected only the skip line, "
+                                f"got {outputs}")
+    if not any(map(_needs, _code(nb))):
+        problems.append("no cell is marked %%needs: nothing here rests on an exercise?")
+    return problems
+
+
 @pytest.mark.parametrize("master", SOLUTIONS, ids=names)
-def test_untouched_lesson_fails_at_its_first_check(master):
+def test_untouched_lesson_fails_only_at_its_checks(master):
+    """Run to the end, an untouched lesson fails first at its first exercise's check, and
+    then only at the other checks, each with one line; the cells that need an unfinished
+    exercise say so in one line and skip (``%%needs``, endorm_mini.kernel)."""
     lesson = nbformat.read(ROOT / "lessons" / master.name, as_version=4)
     eid, _, check_at = _first_exercise(lesson)
-    with pytest.raises(CellExecutionError) as err:
-        _run_cpu(lesson, ROOT / "lessons")
+    _run_to_the_end(lesson)
     failed = [i for i, c in enumerate(_code(lesson))
-              if any(o.output_type == "error" for o in c.get("outputs", []))]
-    assert failed == [check_at], f"the first failing cell should be the check of {eid}"
-    assert err.value.ename in ("ExerciseNotImplemented", "NotImplementedError")
-    assert f"exercise {eid}" in err.value.evalue
+              if any(o.output_type == "error" for o in c.outputs)]
+    assert failed[0] == check_at, f"the first failing cell should be the check of {eid}"
+    assert _unclear(lesson) == []
+
+
+def test_a_missing_needs_line_is_caught():
+    """The test above can fail: lesson 00 with its one `%%needs 0.1` line removed shows the
+    stub's NotImplementedError in that cell, and is rejected."""
+    lesson = nbformat.read(ROOT / "lessons" / "00_start_here.ipynb", as_version=4)
+    [cell] = [c for c in _code(lesson) if c.source.startswith("%%needs 0.1\n")]
+    cell.source = cell.source.split("\n", 1)[1]
+    _run_to_the_end(lesson)
+    problems = _unclear(lesson)
+    assert len(problems) == 2 and "NotImplementedError: exercise 0.1" in problems[0], problems
+    assert "no cell is marked %%needs" in problems[1]
 
 
 @pytest.mark.parametrize("master", SOLUTIONS, ids=names)
