@@ -22,6 +22,7 @@ import dataclasses
 import json
 import os
 import time
+import warnings
 from dataclasses import dataclass
 
 from ..argtypes import positive_float, positive_int
@@ -182,6 +183,10 @@ def train(run: GRPORun, resume: bool = False) -> dict:
     for callback in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(callback)
     trainer.add_callback(grpo_run.run_log_callback(run.out))
+    # TRL 1.16 asks transformers 5 for `is_gradient_checkpointing`, deprecated there: noise to
+    # a user who changed nothing (lesson 12 hides it too).
+    warnings.filterwarnings("ignore", message=r"`\w*gradient_checkpointing\w*` is deprecated",
+                            category=FutureWarning)
     main = trainer.is_world_process_zero()
     if main:
         grpo_run.write_json(os.path.join(run.out, grpo_run.RUN), run.settings())
