@@ -37,8 +37,9 @@ def unfinished(exercise_ids: list[str], namespace: dict[str, Any]) -> list[str]:
 def skip_line(missing: list[str]) -> str:
     """The one line a ``%%needs`` cell prints instead of running."""
     which = " and ".join(f"exercise {m}" for m in missing)
+    it = "it" if len(missing) == 1 else "them"
     return (f"⏭ skipped: this cell needs {which}, not finished yet "
-            "(write it, run its check, then run this cell again)")
+            f"(write {it}, run the check, then run this cell again)")
 
 
 def needs_transformer(shell):
