@@ -246,6 +246,19 @@ def write_summary(out: Path, items, selected, done: dict, refused, skipped, meta
     return table
 
 
+def open_run(items, out_dir, meta: dict | None, system: str | None, limit: int | None,
+             limit_per_domain: int | None):
+    """What every rmbench run starts from, one process or several: ``(items as a list, the
+    selected items, the run folder (made), the run's meta with its system prompt)``."""
+    items = list(items)
+    selected = select(items, limit, limit_per_domain)
+    if not selected:
+        raise ValueError("no items to score")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return items, selected, out, dict(meta or {}, system=system)
+
+
 def run_rmbench(items, method, out_dir, meta: dict | None = None, limit: int | None = None,
                 system: str | None = None, skipped: list[str] | None = None,
                 skip_errors: bool = False, progress: bool = True,
@@ -262,13 +275,7 @@ def run_rmbench(items, method, out_dir, meta: dict | None = None, limit: int | N
     again) instead of stopping the run. Under ``torchrun`` / ``accelerate launch``
     (``WORLD_SIZE`` > 1) use :func:`endorm_mini.scale.rmbench.run_rmbench_sharded`.
     """
-    items = list(items)
-    selected = select(items, limit, limit_per_domain)
-    if not selected:
-        raise ValueError("no items to score")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    meta = dict(meta or {}, system=system)
+    items, selected, out, meta = open_run(items, out_dir, meta, system, limit, limit_per_domain)
     check_meta(out, meta)
     jsonl = out / "rewards.jsonl"
     done = {item_key(r): r for r in read_records(jsonl)}

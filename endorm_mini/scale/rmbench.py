@@ -39,12 +39,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from ..bench.rmbench import item_key
-from ..bench.runner import (check_meta, merge, parse_records, read_records, score_items, select,
+from ..bench.runner import (check_meta, merge, open_run, parse_records, read_records, score_items,
                             shard_path, shard_paths, write_summary)
 
 ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
@@ -165,13 +164,7 @@ def run_rmbench_sharded(items, method, out_dir, group: ProcessGroup, meta: dict 
     Every process calls it with the same arguments. Returns the score table on rank 0, when
     the merged ``rewards.jsonl`` and the summary are written, and ``None`` on the others.
     """
-    items = list(items)
-    selected = select(items, limit, limit_per_domain)
-    if not selected:
-        raise ValueError("no items to score")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    meta = dict(meta or {}, system=system)
+    items, selected, out, meta = open_run(items, out_dir, meta, system, limit, limit_per_domain)
     check_meta(out, meta, write=False)       # every process refuses a folder of another run
     dist, joined = _connect(group)
     try:
