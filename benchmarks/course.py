@@ -17,7 +17,7 @@ from pathlib import Path
 
 import nbformat
 
-from endorm_mini.notebooks import run
+from endorm_mini.course.nbrun import run
 
 BUDGET_S = 120.0
 ROOT = Path(__file__).resolve().parents[1]

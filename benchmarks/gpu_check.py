@@ -1,7 +1,7 @@
 """GPU check, offline: lesson 09's PPO and the endogenous reward on a 0.5B-size Qwen2.
 
 For a GPU machine without internet (one H100, say). Builds a randomly initialised Qwen2 with
-Qwen2.5-0.5B's shapes (``endorm_mini.offline.random_qwen2``: 494M parameters, a 151,936-row
+Qwen2.5-0.5B's shapes (``endorm_mini.course.offline.random_qwen2``: 494M parameters, a 151,936-row
 vocabulary, bf16 on disk, Qwen's tokenizer format and chat template) and tiny real-format
 data (``offline.write_data``), then
 
@@ -40,7 +40,8 @@ sys.path.insert(0, str(ROOT))       # run from a checkout without installing
 
 import torch  # noqa: E402
 
-from endorm_mini import offline, ppo, tasks, zoo  # noqa: E402
+from endorm_mini import models, ppo, verifiers, worlds  # noqa: E402
+from endorm_mini.course import nbrun, offline  # noqa: E402
 from endorm_mini.reward import EndogenousReward  # noqa: E402
 
 
@@ -73,10 +74,10 @@ def check_ppo(folder, data, args, device: str) -> dict:
     """Lesson 09's real section, PPO part, with the stand-ins; returns the figures printed."""
     half = args.dtype
     _peak_reset(device)
-    policy, tok = zoo.load(str(folder), device=device, dtype="fp32")
-    ref, _ = zoo.load(str(folder), device=device, dtype=half)
-    rows = tasks.gsm8k_rows("train", data)
-    gold = {f"{r['question']}\n{tasks.GSM8K_INSTRUCTION}": tasks.gsm8k_gold(r["answer"]) for r in rows}
+    policy, tok = models.load(str(folder), device=device, dtype="fp32")
+    ref, _ = models.load(str(folder), device=device, dtype=half)
+    rows = worlds.gsm8k_rows("train", data)
+    gold = {f"{r['question']}\n{worlds.GSM8K_INSTRUCTION}": worlds.gsm8k_gold(r["answer"]) for r in rows}
     prompts = list(gold)
     config = ppo.PPOConfig(steps=args.updates, prompts_per_update=args.prompts, samples_per_prompt=args.samples,
                            max_new_tokens=args.max_new_tokens, reward="endogenous", kl_coef=0.01, lr=1e-6,
@@ -85,7 +86,7 @@ def check_ppo(folder, data, args, device: str) -> dict:
     loaded = _peak_gib(device)
     start = time.perf_counter()
     history = ppo.train(policy, tok, prompts, config, ref_model=ref,
-                        is_correct=lambda p, r: tasks.math_correct(gold[p], r)).history
+                        is_correct=lambda p, r: verifiers.math_correct(gold[p], r)).history
     seconds = time.perf_counter() - start
     later = history[1:] or history            # the first update also warms up kernels and the allocator
     per_update = sum(h["seconds"] for h in later) / len(later)
@@ -115,7 +116,7 @@ def check_scoring(folder, args, device: str) -> None:
                  for _ in range(args.score_n)]
     print(f"EndogenousReward, {args.score_n} responses of ~{args.score_len // 2}–{args.score_len} words:")
     for dtype in args.score_dtypes:
-        model, tok = zoo.load(str(folder), device=device, dtype=dtype)
+        model, tok = models.load(str(folder), device=device, dtype=dtype)
         reward = EndogenousReward(model, tok, device=device)
         reward.score_batch(prompts[:2], responses[:2], progress=False)          # warm-up
         _peak_reset(device)
@@ -137,12 +138,11 @@ def check_notebooks(folder, data, args, device: str) -> int:
     try:
         import nbformat
         from nbclient.exceptions import CellExecutionError
-        importlib.import_module("nbval.kernel")      # notebooks.run's kernel of this environment
+        importlib.import_module("nbval.kernel")      # nbrun.run's kernel of this environment
     except ImportError as err:
         print(f"  cannot run notebooks here: {err} (pip install nbclient nbformat ipykernel nbval, "
               "the dev extra; offline, carry their wheels)")
         return 1
-    from endorm_mini import notebooks
 
     env = {"ENDORM_MINI_MODEL": str(folder), "ENDORM_MINI_DATA": str(data)}
     if args.notebook_dtype:
@@ -155,7 +155,7 @@ def check_notebooks(folder, data, args, device: str) -> int:
         start = time.perf_counter()
         with tempfile.TemporaryDirectory() as cwd:
             try:
-                notebooks.run(nb, cwd, timeout=1800, env=notebooks.kernel_env(**env))
+                nbrun.run(nb, cwd, timeout=1800, env=nbrun.kernel_env(**env))
                 status = "ok"
             except CellExecutionError as err:
                 failed += 1

@@ -78,11 +78,11 @@ def run(kind: str, steps: int, warm: int, seed: int = 0) -> tuple[float, float]:
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
-    from endorm_mini import zoo
     from endorm_mini.scale.reward import EndogenousRewardFunction
-    from endorm_mini.tasks import arith_problems
+    from endorm_mini import models
+    from endorm_mini.worlds import arith_problems
 
-    model, tokenizer = zoo.load("tiny-arith", device="cpu")
+    model, tokenizer = models.load("tiny-arith", device="cpu")
     reward = zero_reward if kind == "zero" else EndogenousRewardFunction("tiny-arith")
     rows = [{"prompt": [{"role": "user", "content": p}]} for p in arith_problems()]
     clock = Clock()

@@ -61,13 +61,13 @@ def build(model_name: str, n: int, seed: int):
         prompts = [[rng.randrange(vocab) for _ in range(rng.randint(*prompt_len))] for _ in range(n)]
         responses = [[rng.randrange(vocab) for _ in range(rng.randint(*response_len))] + [eos] for _ in range(n)]
         return model, None, prompts, responses
-    from endorm_mini import tasks, zoo
+    from endorm_mini import models, worlds
     from endorm_mini.chat import prompt_ids, response_ids
 
-    model, tok = zoo.load(model_name, device="cpu")
+    model, tok = models.load(model_name, device="cpu")
     context = model.config.get_text_config().max_position_embeddings
     # Real text from the tiny world, repeated to "hundreds of tokens": as long as the context allows.
-    items = tasks.mini_rmbench(max(1, n // 12 + 1), seed=seed)
+    items = worlds.mini_rmbench(max(1, n // 12 + 1), seed=seed)
     prompts, responses = [], []
     for k in range(n):
         item = items[k % len(items)]

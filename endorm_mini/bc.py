@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +23,13 @@ from tqdm.auto import tqdm
 
 from .chat import context_length, ensure_pad_token, prompt_ids, response_ids
 from .device import resolve_device
+
+
+class Demo(NamedTuple):
+    """One demonstration: what ``train_bc`` imitates (a tuple, so it unpacks too)."""
+    prompt: str
+    response: str
+    system: str | None = None
 
 
 # ---------------------------------------------------------------- the loss (eq. 2)

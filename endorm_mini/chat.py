@@ -8,7 +8,7 @@ response is tokenized the same way when it is trained on, scored and generated.
   is rendered with ``add_generation_prompt=True``; without one the text is
   ``system + "\\n\\n" + user turns`` (a warning says so once).
 - A response is the assistant's text followed by ``eos`` (the end-of-turn token): the
-  state after ``eos`` is terminal (DESIGN.md, the endogenous reward's contract).
+  state after ``eos`` is terminal (README, "The endogenous reward's contract").
 """
 from __future__ import annotations
 

@@ -96,7 +96,7 @@ def reward_from_q(mdp: TabularMDP, Q: torch.Tensor, alpha: float) -> torch.Tenso
     """Eq. 8 with γ = 1: ``r̂_h(s, a) = Q_h(s, a) − V_Q,h+1(s')``, with ``V_Q,H+1 = 0``.
 
     Terminal states (``mdp.terminal``, the state after ``eos``) have V = 0 and r̂ = 0,
-    as in the endogenous reward's contract (DESIGN.md).
+    as in the endogenous reward's contract (README, "The endogenous reward's contract").
 
     Q [H, S, A] -> r̂ [H, S, A]. By construction Q is the soft-Q of r̂ (the soft Bellman
     equation holds exactly), so ``soft_value_iteration(mdp, alpha, reward=r̂).policy ==

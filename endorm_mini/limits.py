@@ -29,7 +29,8 @@ import torch
 from .chat import ensure_pad_token, left_pad, prompt_ids
 from .device import resolve_device
 from .mdp import PolicyFn, TokenMDP, _probs
-from .tasks import Demo, arith_answer, arith_demos, slips
+from .bc import Demo
+from .worlds.arith import arith_answer, arith_demos, slips
 
 
 # ================================================================ 1. §6 at the sequence level
@@ -248,7 +249,7 @@ def has_carry(prompt: str) -> bool:
 
 def carry_slip_demos(n: int, p_correct: float = 0.35, p_forgot: float = 0.55, p: float = 0.6,
                      seed: int = 0) -> list[Demo]:
-    """Noisy arithmetic (``tasks.arith_demos``, right with probability ``p``) whose demonstrator
+    """Noisy arithmetic (``worlds.arith_demos``, right with probability ``p``) whose demonstrator
     forgets the carry: on carry problems the answer is right with probability ``p_correct``,
     ``c − 10`` with ``p_forgot`` (> ``p_correct``: the slip is the sequence mode), else a slip."""
     if min(p_correct, p_forgot) < 0 or p_correct + p_forgot > 1:

@@ -9,7 +9,7 @@ function. With ``V(s) = α logsumexp(f̂(s,·)/α)`` the reward it implies is (e
 temperature. Per-token rewards are defined up to potential shaping (the logits are only
 defined up to a per-state constant): only sums over complete responses mean something.
 
-The contract (DESIGN.md): prompt tokens are conditioning only; the response is scored
+The contract (README, "The endogenous reward's contract"): prompt tokens are conditioning only; the response is scored
 with its ``eos`` (end-of-turn) token included, and the state after ``eos`` is terminal
 with ``V = 0``, so ``total = α Σ log π̂ + V(s_1)`` (telescoping). A response cut before
 ``eos`` keeps the value of the state it stops in: ``total = α Σ log π̂ + V(s_1) − V(s_{T+1})``.

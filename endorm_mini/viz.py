@@ -9,8 +9,8 @@ from .explorer import (ColourScale, ExplorerConfig, RewardExplorer, comparison_h
                        reward_explorer, tokens_html)
 from .reward import RewardResult
 
-__all__ = ["ColourScale", "ExplorerConfig", "RewardExplorer", "comparison_html",
-           "plot_token_rewards", "reward_explorer", "tokens_html"]
+__all__ = ["ColourScale", "ExplorerConfig", "PPO_PANELS", "RewardExplorer", "comparison_html",
+           "plot_history", "plot_token_rewards", "reward_explorer", "tokens_html"]
 
 
 def _pyplot():
@@ -36,3 +36,22 @@ def plot_token_rewards(result: RewardResult, ax=None, title: str | None = None):
     ax.legend(loc="best", fontsize=8)
     ax.figure.tight_layout()
     return ax
+
+
+PPO_PANELS = (("reward", "reward per response"), ("accuracy", "sampled accuracy (rollouts)"),
+              ("kl", "KL(π_θ ‖ π_ref) per response"))
+
+
+def plot_history(history: list[dict], path: str, panels=PPO_PANELS,
+                 xlabel: str = "PPO update") -> None:
+    """One panel per ``(key, label)`` of ``panels`` against the update (PPO's: reward, sampled
+    accuracy and KL side by side); ``endorm-mini grpo`` draws its own keys with it."""
+    plt = _pyplot()
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2), squeeze=False)
+    for ax, (key, label) in zip(axes[0], panels):
+        ax.plot([h["step"] for h in history], [h[key] for h in history])
+        ax.set(xlabel=xlabel, ylabel=label)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

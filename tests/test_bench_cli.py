@@ -3,11 +3,11 @@ import json
 
 import pytest
 
-import endorm_mini.bench as bench
+import endorm_mini.commands.rmbench as bench
 from conftest import make_gpt2
 from endorm_mini.bench import rmbench
 from endorm_mini.bench.runner import run_rmbench
-from endorm_mini import cli
+from endorm_mini import commands
 from endorm_mini.cli import main
 
 
@@ -40,7 +40,7 @@ def tiny_loader(monkeypatch, tiny_tokenizer):
 @pytest.fixture(autouse=True)
 def only_bench_commands(monkeypatch):
     """The real `endorm-mini` entry point, with only this module's commands registered."""
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ["endorm_mini.bench"])
+    monkeypatch.setattr(commands, "COMMAND_MODULES", ["endorm_mini.commands.rmbench"])
 
 
 def read_jsonl(path):
@@ -120,7 +120,7 @@ def test_malformed_item_names_file_index_and_id(bench_file, tmp_path, capsys):
 
 
 def test_mini_bench_with_a_saved_model_folder(tmp_path, tiny_tokenizer):
-    """No stand-in loader: a model folder goes through zoo.load like a hub name would."""
+    """No stand-in loader: a model folder goes through models.load like a hub name would."""
     folder = tmp_path / "model"
     make_gpt2(tiny_tokenizer, seed=5).save_pretrained(folder)
     tiny_tokenizer.save_pretrained(folder)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import make_gpt2
-from endorm_mini import zoo
+from endorm_mini import models
 from endorm_mini.bench.bradley_terry import BradleyTerryRM
 from endorm_mini.chat import prompt_ids, response_ids
 from endorm_mini.reward import EndogenousReward
@@ -29,7 +29,7 @@ def fp32_on_bf16_logits(model, tokenizer, response, alpha):
 
 @pytest.fixture(scope="module")
 def bf16_domains():
-    model, tok = zoo.load("tiny-domains", device="cpu")   # trained: values ≈ 9–14, as in real LMs
+    model, tok = models.load("tiny-domains", device="cpu")   # trained: values ≈ 9–14, as in real LMs
     return model.to(torch.bfloat16), tok
 
 

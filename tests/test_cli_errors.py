@@ -3,7 +3,7 @@
 Every command taking those flags is checked in-process (the errors come before any model
 loads, so this is quick); a few cases run as real subprocesses, where stray warnings,
 progress bars or tracebacks on stderr would show, and where HF_HUB_OFFLINE can be unset.
-The API raises the same ``ValueError``s (``zoo.load``, ``resolve_device``, ``EndogenousReward``).
+The API raises the same ``ValueError``s (``models.load``, ``resolve_device``, ``EndogenousReward``).
 """
 import importlib.util
 import math
@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from conftest import make_gpt2
-from endorm_mini import zoo
+from endorm_mini import models, zoo
 from endorm_mini.cli import main
 from endorm_mini.device import resolve_device
 from endorm_mini.reward import EndogenousReward
@@ -118,16 +118,16 @@ def test_alpha_not_a_finite_positive_number(name, alpha, tmp_path, capfd):
 # ---------------------------------------------------------------- the API raises the same errors
 def test_api_raises_value_errors(tmp_path, not_a_model, tiny_tokenizer):
     with pytest.raises(ValueError, match="endorm-mini zoo list"):
-        zoo.load(HUB_NAME)
+        models.load(HUB_NAME)
     with pytest.raises(ValueError, match="has no config.json and no model weights"):
-        zoo.load(str(not_a_model))
+        models.load(str(not_a_model))
     with pytest.raises(ValueError, match="does not exist"):
-        zoo.load(str(tmp_path / "missing") + "/")
+        models.load(str(tmp_path / "missing") + "/")
     for device in bad_devices():
         with pytest.raises(ValueError, match="devices here: auto, cpu"):
             resolve_device(device)
     with pytest.raises(ValueError, match="devices here"):
-        zoo.load("tiny-domains", device=bad_devices()[-1])      # before any loading
+        models.load("tiny-domains", device=bad_devices()[-1])      # before any loading
     assert resolve_device("cpu") == torch.device("cpu")
     model = make_gpt2(tiny_tokenizer)
     for alpha in (math.nan, math.inf, 0.0, -1.0):
@@ -138,7 +138,7 @@ def test_api_raises_value_errors(tmp_path, not_a_model, tiny_tokenizer):
 def test_a_saved_model_without_its_tokenizer_is_named(tmp_path, tiny_tokenizer):
     make_gpt2(tiny_tokenizer).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="no tokenizer files"):
-        zoo.load(str(tmp_path))
+        models.load(str(tmp_path))
 
 
 # ---------------------------------------------------------------- real processes, real environment
@@ -200,12 +200,12 @@ def test_hub_probe_gives_up_on_silence_and_sees_an_answer(monkeypatch):
     silent.bind(("127.0.0.1", 0))
     silent.listen(1)                                    # connects, never answers
     start = time.perf_counter()
-    assert not zoo._hub_reachable(f"http://127.0.0.1:{silent.getsockname()[1]}", timeout=0.5)
+    assert not models._hub_reachable(f"http://127.0.0.1:{silent.getsockname()[1]}", timeout=0.5)
     assert time.perf_counter() - start < 5
     silent.close()
     server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)  # answers 501
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        assert zoo._hub_reachable(f"http://127.0.0.1:{server.server_port}", timeout=5)
+        assert models._hub_reachable(f"http://127.0.0.1:{server.server_port}", timeout=5)
     finally:
         server.shutdown()

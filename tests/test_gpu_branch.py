@@ -2,7 +2,7 @@
 
 On a GPU the notebooks load Qwen2.5-0.5B-Instruct (bf16) and the real RM-Bench and GSM8K
 from the hub. Here the setup cell is pointed, through its environment variables, at stand-ins
-(``endorm_mini.offline``): a randomly initialised Qwen2 with a Qwen-style tokenizer and chat
+(``endorm_mini.course.offline``): a randomly initialised Qwen2 with a Qwen-style tokenizer and chat
 template, tiny files in the real data sets' formats, bf16, and ``ENDORM_MINI_BRANCH=gpu`` so
 that the GPU sections run on the CPU (their sizes cut down: ``SETUP.rehearsal``). A random
 model's numbers mean nothing; what is tested is that the branch's code runs.
@@ -19,7 +19,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from endorm_mini import notebooks, offline
+from endorm_mini.course import nbrun, offline
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_LIMIT_S = 300   # a guard against a hung kernel; each takes 5–40 s on one core
@@ -65,10 +65,10 @@ def stand_ins(tmp_path_factory):
 @pytest.mark.usefixtures("bf16_attention_works_here")
 def test_gpu_branch_runs_on_a_cpu_with_stand_ins(master, stand_ins, tmp_path):
     model, data = stand_ins
-    env = notebooks.kernel_env(ENDORM_MINI_BRANCH="gpu", ENDORM_MINI_MODEL=str(model), ENDORM_MINI_DTYPE="bf16",
+    env = nbrun.kernel_env(ENDORM_MINI_BRANCH="gpu", ENDORM_MINI_MODEL=str(model), ENDORM_MINI_DTYPE="bf16",
                                ENDORM_MINI_DATA=str(data), CUDA_VISIBLE_DEVICES="")
     nb = nbformat.read(master, as_version=4)
-    notebooks.run(nb, tmp_path, timeout=NOTEBOOK_LIMIT_S, env=env)   # raises at the first failing cell
+    nbrun.run(nb, tmp_path, timeout=NOTEBOOK_LIMIT_S, env=env)   # raises at the first failing cell
     code = [c for c in nb.cells if c.cell_type == "code"]
     setup_line = "".join(o.get("text", "") for o in code[0].outputs)
     assert "branch=gpu" in setup_line and f"MODEL={model}" in setup_line and "dtype=bf16" in setup_line

@@ -12,7 +12,8 @@ import nbformat
 import pytest
 import torch
 
-from endorm_mini import checks, cli, grading, notebooks
+from endorm_mini import cli
+from endorm_mini.course import cells, checks, grade, judge, nbrun
 
 ROOT = Path(__file__).resolve().parents[1]
 LESSONS = ROOT / "lessons"
@@ -31,7 +32,7 @@ def _lesson(number: int) -> nbformat.NotebookNode:
 
 
 def _cell(nb, eid):
-    return next(c for c in nb.cells if c.cell_type == "code" and eid in notebooks.exercise_ids(c.source))
+    return next(c for c in nb.cells if c.cell_type == "code" and eid in cells.exercise_ids(c.source))
 
 
 def _write(tmp_path, nb, name="00_start_here.ipynb") -> Path:
@@ -51,8 +52,8 @@ def _notebook(tmp_path, exercise: str, *extra_cells: str, name="00_start_here.ip
     return _write(tmp_path, nb, name)
 
 
-def _grade(path, **kw) -> dict[str, grading.Row]:
-    report = grading.grade_notebook(path, timeout=120, limit=kw.pop("limit", 300), **kw)
+def _grade(path, **kw) -> dict[str, grade.Row]:
+    report = grade.grade_notebook(path, timeout=120, limit=kw.pop("limit", 300), **kw)
     return {r.exercise: r for r in report.rows}
 
 
@@ -95,7 +96,7 @@ def test_a_correct_solution_with_legitimate_torch_functions_passes(tmp_path):
 
 @pytest.mark.parametrize("lesson", ["00", "04", "06"])
 def test_the_solved_masters_grade_full_marks(lesson):
-    report = grading.grade_notebook(next((ROOT / "solutions").glob(f"{lesson}_*.ipynb")), timeout=300)
+    report = grade.grade_notebook(next((ROOT / "solutions").glob(f"{lesson}_*.ipynb")), timeout=300)
     assert report.rows and all(r.result == "passed" for r in report.rows), report.rows
     assert report.others == [], report.others
 
@@ -173,20 +174,20 @@ def test_cheat_redefine_check_to_print_passed(tmp_path):
 
 @pytest.mark.parametrize("where", ["cell", "function"])
 def test_cheat_patch_grading_compare(tmp_path, where):
-    patch = "import endorm_mini.grading as g\ng.compare = lambda *a, **k: None\n"
+    patch = "import endorm_mini.course.judge as g\ng.compare = lambda *a, **k: None\n"
     if where == "cell":
         path = _notebook(tmp_path, WRONG, patch)
         _failed(path, "wrong answer")
     else:
-        src = "import endorm_mini.grading as g\ndef soft_value(logits, alpha=1.0):\n" \
+        src = "import endorm_mini.course.judge as g\ndef soft_value(logits, alpha=1.0):\n" \
               "    g.compare = lambda *a, **k: None\n    return logits.amax(-1)\n"
-        _failed(_notebook(tmp_path, src), "patched endorm_mini.grading.compare")
+        _failed(_notebook(tmp_path, src), "patched the grader's compare")
 
 
 def test_cheat_wrap_the_check_cell_in_try_except(tmp_path):
     nb = _lesson(0)
     _cell(nb, "0.1").source = HEADER + WRONG
-    check_cell = next(c for c in nb.cells if c.cell_type == "code" and notebooks.check_ids(c.source))
+    check_cell = next(c for c in nb.cells if c.cell_type == "code" and cells.check_ids(c.source))
     check_cell.source = "try:\n    " + check_cell.source + "\nexcept Exception:\n    pass"
     _failed(_write(tmp_path, nb), "wrong answer")
 
@@ -196,7 +197,7 @@ def test_cheat_memorise_the_references_outputs_on_the_fixed_cases(tmp_path):
     table = {}
     for c in ex.cases(torch.Generator().manual_seed(ex.seed)):
         key = round(float(c.args[0].nan_to_num(0, 0, 0).sum()), 3)
-        table[key] = grading._call(ex.reference, c, ex.seed)[0].tolist()
+        table[key] = judge.call(ex.reference, c, ex.seed)[0].tolist()
     src = (f"TABLE = {table!r}\n"
            "def soft_value(logits, alpha=1.0):\n"
            "    key = round(float(logits.nan_to_num(0, 0, 0).sum()), 3)\n"
@@ -205,7 +206,7 @@ def test_cheat_memorise_the_references_outputs_on_the_fixed_cases(tmp_path):
     path = _notebook(tmp_path, src.replace("inf", "float('inf')"))
     _failed(path, "fresh seed")
     nb = nbformat.read(path, as_version=4)     # the notebook's own check passes with it
-    notebooks.run(nb, tmp_path, timeout=120)
+    nbrun.run(nb, tmp_path, timeout=120)
     assert any("✔ 0.1 soft_value: passed" in o.get("text", "") for c in nb.cells if c.cell_type == "code"
                for o in c.outputs)
 
@@ -216,7 +217,7 @@ def test_cheat_delete_check_cells_and_rename_the_file(tmp_path):
     _cell(nb, "4.1").source = _cell(solved, "4.1").source
     code = [c for c in nb.cells if c.cell_type == "code"]
     for eid in ("4.3", "4.4"):
-        nb.cells.remove(next(c for c in code if eid in notebooks.check_ids(c.source)))
+        nb.cells.remove(next(c for c in code if eid in cells.check_ids(c.source)))
     nb.cells.remove(_cell(nb, "4.4"))
     rows = _grade(_write(tmp_path, nb, "homework.ipynb"))
     assert [(r.exercise, r.result) for r in rows.values()] == [
@@ -318,7 +319,7 @@ def test_a_class_of_30_notebooks_is_graded_into_one_csv(tmp_path):
 def test_the_source_scan_refuses_code_tricks_but_not_re_compile():
     import ast
 
-    from endorm_mini.retest import banned_use, normalised, reference_shape
+    from endorm_mini.course.retest import banned_use, normalised, reference_shape
 
     def scan(src):
         return banned_use(ast.parse(src).body[0])
@@ -348,7 +349,7 @@ def test_a_hand_written_minimal_notebook_is_graded(tmp_path):
 
 def test_a_hanging_exercise_fails_alone_within_the_cell_timeout(tmp_path):
     path = _notebook(tmp_path, "def soft_value(logits, alpha=1.0):\n    while True:\n        pass\n")
-    report = grading.grade_notebook(path, timeout=5, limit=120)
+    report = grade.grade_notebook(path, timeout=5, limit=120)
     row = report.rows[0]
     assert row.result == "failed" and "did not finish within 5 s" in row.detail, row
     assert report.status == "ran"

@@ -17,8 +17,9 @@ import pytest
 import torch
 from packaging.requirements import Requirement
 
-from endorm_mini import checks, cli, grading, notebooks, project
-from endorm_mini.checks import case, exercise
+from endorm_mini import cli, grading
+from endorm_mini.course import build, cells, checks, judge, project
+from endorm_mini.course.checks import case, exercise
 from endorm_mini.grading import ExerciseError, ExerciseNotImplemented, check, compare
 
 
@@ -166,7 +167,7 @@ def _assert_sound(ex):
     cases = list(ex.cases(torch.Generator().manual_seed(ex.seed)))
     assert len(cases) >= 2, "a check needs random cases and edge cases"
     for c in cases:
-        want = grading._call(ex.reference, c, ex.seed)[0]
+        want = judge.call(ex.reference, c, ex.seed)[0]
         for value in (*c.args, *c.kwargs.values()):
             assert compare(want, value, ex.rtol, ex.atol) is not None, \
                 f"{ex.id}: on case {c.label!r} an input equals the answer"
@@ -214,7 +215,7 @@ def _master(cells=None) -> nbformat.NotebookNode:
 
 
 def test_lesson_from_solution_stubs_regions_and_strips_the_rest(fake):
-    lesson = notebooks.lesson_from_solution(_master(), "99_fake.ipynb")
+    lesson = build.lesson_from_solution(_master(), "99_fake.ipynb")
     assert [c.cell_type for c in lesson.cells] == ["markdown", "code", "code", "code"]
     assert set(lesson.metadata) == {"kernelspec", "language_info", "endorm_mini"}
     assert lesson.metadata.endorm_mini.lesson == 99 and lesson.metadata.endorm_mini.exercises == ["99.1"]
@@ -248,14 +249,14 @@ def test_broken_masters_are_refused_with_the_rule(fake, edit, message):
     nb = _master()
     edit(nb)
     with pytest.raises(ValueError, match=re.escape(message)):
-        notebooks.lesson_from_solution(nb, "99_fake.ipynb")
+        build.lesson_from_solution(nb, "99_fake.ipynb")
 
 
 def test_a_master_must_match_its_registered_exercises(fake):
     exercise("99.2", "other", reference=good)(_cases)
     try:
-        with pytest.raises(ValueError, match=r"differ from those in endorm_mini/checks/lesson99.py"):
-            notebooks.lesson_from_solution(_master(), "99_fake.ipynb")
+        with pytest.raises(ValueError, match=r"differ from those in endorm_mini/course/checks/lesson99.py"):
+            build.lesson_from_solution(_master(), "99_fake.ipynb")
     finally:
         checks.REGISTRY.pop("99.2")
 
@@ -270,7 +271,7 @@ def test_build_lessons_check_write_and_orphans(fake, tmp_path, capsys):
     assert cli.main(args) == 0 and (les / "99_fake.ipynb").exists()
     assert cli.main(args + ["--check"]) == 0                            # now up to date
     text = (les / "99_fake.ipynb").read_text()
-    assert notebooks.build_lessons(sol, les) == [] and (les / "99_fake.ipynb").read_text() == text
+    assert build.build_lessons(sol, les) == [] and (les / "99_fake.ipynb").read_text() == text
     (les / "98_gone.ipynb").write_text(text)
     assert cli.main(args + ["--check"]) == 1
     assert "98_gone.ipynb (no master" in capsys.readouterr().out
@@ -289,7 +290,7 @@ def _built(fake, tmp_path):
     sol, les = tmp_path / "solutions", tmp_path / "lessons"
     sol.mkdir()
     nbformat.write(_master(), sol / "99_fake.ipynb")
-    notebooks.build_lessons(sol, les)
+    build.build_lessons(sol, les)
     return sol, les, les / "99_fake.ipynb"
 
 
@@ -306,16 +307,16 @@ def test_build_lessons_never_discards_a_learners_work(fake, tmp_path, capsys):
     assert cli.main(args) == 2 and lesson.read_text() == mine            # refused, work kept
     assert "refused to overwrite" in capsys.readouterr().err
     assert cli.main(args + ["--force"]) == 0                             # replaced, backed up
-    backups = list((les / notebooks.BACKUPS).glob("99_fake.*.ipynb"))
+    backups = list((les / cells.BACKUPS).glob("99_fake.*.ipynb"))
     assert len(backups) == 1 and backups[0].read_text() == mine
     assert "# mine" not in lesson.read_text() and cli.main(args + ["--check"]) == 0
     nb = nbformat.read(lesson, as_version=4)                             # running it = work too
     nb.cells[1].outputs = [nbformat.v4.new_output("stream", name="stdout", text="setup\n")]
     nbformat.write(nb, lesson)
-    assert notebooks.edited_since_built(lesson)
+    assert build.edited_since_built(lesson)
     nbformat.write(nbformat.read(sol / "99_fake.ipynb", as_version=4), les / "98_old.ipynb")
     with pytest.raises(ValueError, match="98_old.ipynb"):                # an edited orphan too
-        notebooks.build_lessons(sol, les)
+        build.build_lessons(sol, les)
     assert (les / "98_old.ipynb").exists()
 
 
@@ -324,8 +325,8 @@ def test_the_drift_check_still_catches_a_forgotten_rebuild(fake, tmp_path):
     master = nbformat.read(sol / "99_fake.ipynb", as_version=4)
     master.cells[0].source += " (revised)"
     nbformat.write(master, sol / "99_fake.ipynb")
-    assert notebooks.build_lessons(sol, les, check=True) == [str(lesson)]
-    assert notebooks.build_lessons(sol, les) == [str(lesson)]            # unedited: rebuilt
+    assert build.build_lessons(sol, les, check=True) == [str(lesson)]
+    assert build.build_lessons(sol, les) == [str(lesson)]            # unedited: rebuilt
     assert "(revised)" in lesson.read_text()
 
 
@@ -354,17 +355,17 @@ def test_build_lessons_writes_the_repository_address_everywhere(fake, tmp_path, 
     pyproject.write_text('[project]\nname = "x"\n\n[project.urls]\n'
                          'Repository = "https://github.com/someone/their-course"\n')
     monkeypatch.setattr(project, "PYPROJECT", pyproject)
-    assert notebooks.build_lessons(sol, les, check=True) == [
+    assert build.build_lessons(sol, les, check=True) == [
         f"{sol / '99_fake.ipynb'} (repository address changed)", f"{readme} (repository address changed)",
         str(lesson)]
-    notebooks.build_lessons(sol, les)
+    build.build_lessons(sol, les)
     spec = "endorm-mini[colab] @ git+https://github.com/someone/their-course"
     master = nbformat.read(sol / "99_fake.ipynb", as_version=4)
     assert spec in master.cells[1].source and master.cells[1].outputs       # outputs kept
     assert spec in lesson.read_text() and "endorm-mini/endorm-mini" not in lesson.read_text()
     assert readme.read_text() == "[open](https://colab.research.google.com/github/someone/" \
                                  "their-course/blob/main/lessons/99_fake.ipynb)\n"
-    assert notebooks.build_lessons(sol, les, check=True) == []
+    assert build.build_lessons(sol, les, check=True) == []
 
 
 def test_readme_has_an_open_in_colab_link_for_every_lesson():
@@ -372,16 +373,6 @@ def test_readme_has_an_open_in_colab_link_for_every_lesson():
     readme = (root / "README.md").read_text(encoding="utf-8")
     for lesson in sorted((root / "lessons").glob("[0-9][0-9]_*.ipynb")):
         assert project.colab_url(f"lessons/{lesson.name}") in readme, lesson.name
-
-
-def test_percent_format_round_trip():
-    nb = notebooks.from_percent('# %% [markdown]\n# # Title\n#\n# text\n\n# %%\nx = 1\n\n'
-                                '# %% tags=["solution-only"]\nprint(x)\n')
-    assert [(c.cell_type, c.source) for c in nb.cells] == \
-        [("markdown", "# Title\n\ntext"), ("code", "x = 1"), ("code", "print(x)")]
-    assert nb.cells[2].metadata.tags == ["solution-only"]
-    again = notebooks.from_percent(notebooks.to_percent(nb))
-    assert [(c.source, c.id) for c in again.cells] == [(c.source, c.id) for c in nb.cells]
 
 
 def test_setup_notebook_picks_device_and_model(monkeypatch, capsys):
@@ -427,7 +418,7 @@ def test_setup_cell_installs_the_package_on_colab_only(monkeypatch, capsys):
 # ---------------------------------------------------------------- endorm-mini grade
 FAKE_CHECKS = '''
 import torch
-from endorm_mini.checks import case, exercise
+from endorm_mini.course.checks import case, exercise
 def scaled_cumsum(x, scale=2.0):
     return scale * x.cumsum(-1)
 def _cases(rng):

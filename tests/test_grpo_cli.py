@@ -154,7 +154,7 @@ def test_resume_goes_on_from_the_checkpoint_to_the_uninterrupted_numbers(tmp_pat
 @pytest.fixture(scope="module")
 def qwen(tmp_path_factory):
     """A random tiny Qwen2 with a Qwen-style tokenizer and chat template (another vocabulary)."""
-    from endorm_mini.offline import random_qwen2
+    from endorm_mini.course.offline import random_qwen2
 
     return random_qwen2(tmp_path_factory.mktemp("qwen") / "model")
 
@@ -220,7 +220,7 @@ def test_without_trl_the_command_is_absent_not_broken(monkeypatch, capsys):
     ("So $x = 2$, and $\\boxed{2}$.", "\\boxed{3}", False),
 ])
 def test_math_answers_are_checked_against_the_gold_column(gold, response, right):
-    from endorm_mini.scale.grpo_data import is_right
+    from endorm_mini.verifiers import is_right
 
     assert is_right(False, None, response, gold) is right
 
@@ -233,7 +233,7 @@ def test_math_answers_are_checked_against_the_gold_column(gold, response, right)
 def test_latex_answers_with_math_verify(gold, response, right):
     """MATH-500's answers are LaTeX: only math-verify (the colab extra) compares them."""
     pytest.importorskip("math_verify")
-    from endorm_mini.scale.grpo_data import is_right
+    from endorm_mini.verifiers import is_right
 
     assert is_right(False, None, response, gold) is right
 

@@ -7,7 +7,8 @@ import nbformat
 import pytest
 from nbclient.exceptions import CellExecutionError
 
-from endorm_mini import checks, kernel, notebooks
+from endorm_mini.course import checks, nbrun
+from endorm_mini.course import needs as kernel
 
 STUB = 'def soft_value(logits, alpha=1.0):\n    raise NotImplementedError("exercise 4.1")'
 ANSWER = "def soft_value(logits, alpha=1.0):\n    return alpha * torch.logsumexp(logits / alpha, -1)"
@@ -20,7 +21,7 @@ def _run(sources: list[str], allow_errors=True):
     if allow_errors:
         for cell in nb.cells:
             cell.metadata["tags"] = ["raises-exception"]
-    notebooks.run(nb, ".", timeout=120, env=notebooks.kernel_env(CUDA_VISIBLE_DEVICES=""))
+    nbrun.run(nb, ".", timeout=120, env=nbrun.kernel_env(CUDA_VISIBLE_DEVICES=""))
     return nb.cells
 
 

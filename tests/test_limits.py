@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import lm_distribution, make_gpt2, make_llama
 
-from endorm_mini import limits, tasks, walks
+from endorm_mini import limits, walks, worlds
 from endorm_mini.chat import prompt_ids
 from endorm_mini.mdp import TokenMDP, response_distribution
 from endorm_mini.zoo import char_tokenizer
@@ -118,8 +118,8 @@ def test_enumeration_and_modes_match_brute_force_on_a_real_lm(lm_case):
 def test_carry_slip_demos_forget_the_carry_more_often_than_not():
     assert limits.has_carry("7+5") and limits.has_carry("19+1") and not limits.has_carry("12+7")
     demos = limits.carry_slip_demos(8000, p_correct=0.3, p_forgot=0.6, seed=0)
-    plain = tasks.arith_demos(8000, 0.6, seed=0)
-    carry = [(d, tasks.arith_answer(d.prompt)) for d in demos if limits.has_carry(d.prompt)]
+    plain = worlds.arith_demos(8000, 0.6, seed=0)
+    carry = [(d, worlds.arith_answer(d.prompt)) for d in demos if limits.has_carry(d.prompt)]
     assert 0.4 < len(carry) / len(demos) < 0.5
     forgot = sum(d.response == str(c - 10) for d, c in carry) / len(carry)
     right = sum(d.response == str(c) for d, c in carry) / len(carry)

@@ -173,10 +173,10 @@ def test_diagonal_matrix_by_hand_and_dominance_can_fail():
 
 def test_tiny_domains_diagonal_dominates_each_row():
     """The shipped checkpoint: each persona's system prompt makes the best judge of its own pairs."""
-    from endorm_mini import zoo
+    from endorm_mini import models
     from endorm_mini.bench.diagonal import diagonal_dominates, persona_diagonal
 
-    model, tok = zoo.load("tiny-domains", device="cpu")
+    model, tok = models.load("tiny-domains", device="cpu")
     # 20 pairs per persona, as `endorm-mini diagonal` (with 6, ties between cells appear).
     method = methods.Endogenous(EndogenousReward(model, tok, device="cpu"))
     matrix, rows, columns = persona_diagonal(method, n=20, progress=False)

@@ -16,7 +16,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from endorm_mini import kernel, notebooks
+from endorm_mini.course import cells, needs
 
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS = sorted((ROOT / "solutions").glob("[0-9][0-9]_*.ipynb"))
@@ -78,14 +78,14 @@ def needs_report(nb) -> list[str]:
     rests_on: dict[str, set[str]] = {}      # name -> the exercises a cell that bound it needed
     problems = []
     for i, cell in enumerate(c for c in nb.cells if c.cell_type == "code"):
-        match = kernel.NEEDS_RE.match(cell.source.split("\n", 1)[0])
+        match = needs.NEEDS_RE.match(cell.source.split("\n", 1)[0])
         marked = set(match["ids"].split()) if match else set()
         lines = cell.source.split("\n")
         python = "\n".join(line for line in lines if not line.startswith(("%", "!")))  # magics
         tree = ast.parse(python)
         stores, first_store = _stores(tree)
         needed = set().union(*(rests_on.get(n, set()) for n in _reads(python, tree, first_store)))
-        exercise, checked = notebooks.exercise_ids(cell.source), notebooks.check_ids(cell.source)
+        exercise, checked = cells.exercise_ids(cell.source), cells.check_ids(cell.source)
         if (exercise or checked) and match:
             problems.append(f"code cell {i}: an exercise or check cell must not be marked %%needs")
         if exercise:
@@ -116,7 +116,7 @@ def test_a_missing_id_or_a_marked_check_is_caught():
     code = [c for c in nb.cells if c.cell_type == "code"]
     marked = next(c for c in code if c.source.startswith("%%needs 4.1 4.2\n"))
     marked.source = marked.source.replace("%%needs 4.1 4.2\n", "%%needs 4.1\n", 1)
-    check_cell = next(c for c in code if notebooks.check_ids(c.source) == ["4.2"])
+    check_cell = next(c for c in code if cells.check_ids(c.source) == ["4.2"])
     check_cell.source = "%%needs 4.1\n" + check_cell.source
     problems = needs_report(nb)
     assert any("needs ['4.2'] but is marked ['4.1']" in p for p in problems), problems

@@ -15,13 +15,14 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from endorm_mini import cli, kernel, notebooks
+from endorm_mini import cli
+from endorm_mini.course import cells, nbrun, needs
 
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS = sorted((ROOT / "solutions").glob("[0-9][0-9]_*.ipynb"))
 SANITIZE = Path(__file__).with_name("nbval_sanitize.cfg")
 NOTEBOOK_LIMIT_S = 300   # a guard against a hung kernel; each lesson is meant to take ≤ 120 s
-CPU_ONLY = notebooks.kernel_env(CUDA_VISIBLE_DEVICES="")
+CPU_ONLY = nbrun.kernel_env(CUDA_VISIBLE_DEVICES="")
 names = [p.name for p in SOLUTIONS]
 
 
@@ -33,14 +34,14 @@ def _first_exercise(nb):
     """(exercise id, index of its exercise cell, index of its check cell) among code cells."""
     code = _code(nb)
     for i, cell in enumerate(code):
-        if ids := notebooks.exercise_ids(cell.source):
-            check_at = next(j for j, c in enumerate(code) if ids[0] in notebooks.check_ids(c.source))
+        if ids := cells.exercise_ids(cell.source):
+            check_at = next(j for j, c in enumerate(code) if ids[0] in cells.check_ids(c.source))
             return ids[0], i, check_at
     pytest.skip("this notebook has no exercise")
 
 
 def _run_cpu(nb, cwd):
-    return notebooks.run(nb, cwd, timeout=NOTEBOOK_LIMIT_S, env=CPU_ONLY)
+    return nbrun.run(nb, cwd, timeout=NOTEBOOK_LIMIT_S, env=CPU_ONLY)
 
 
 def test_lessons_are_up_to_date_with_solutions(capsys):
@@ -93,7 +94,7 @@ def _run_to_the_end(nb) -> float:
 
 def _needs(cell):
     """The ``%%needs N.M ...`` first line of a cell, matched (None without one)."""
-    return kernel.NEEDS_RE.match(cell.source.split("\n", 1)[0])
+    return needs.NEEDS_RE.match(cell.source.split("\n", 1)[0])
 
 
 def _unclear(nb) -> list[str]:
@@ -102,7 +103,7 @@ def _unclear(nb) -> list[str]:
     check, and every `%%needs` cell should print its one skip line and nothing else."""
     problems, check_at = [], {}
     for i, cell in enumerate(_code(nb)):
-        for eid in notebooks.check_ids(cell.source):
+        for eid in cells.check_ids(cell.source):
             check_at.setdefault(eid, i)        # an exercise's check: the first cell calling it
     for i, cell in enumerate(_code(nb)):
         errors = [o for o in cell.outputs if o.output_type == "error"]
@@ -117,7 +118,7 @@ def _unclear(nb) -> list[str]:
             problems.append(f"code cell {i}: {got[0][0]}: {got[0][1]} "
                             f"(its first line: {cell.source.splitlines()[0]!r})")
         elif match := _needs(cell):
-            line = kernel.skip_line(kernel.unfinished(match["ids"].split(), {}))
+            line = needs.skip_line(needs.unfinished(match["ids"].split(), {}))
             outputs = [dict(o) for o in cell.outputs]
             # one print may reach the notebook as several stdout messages (its text, then its
             # newline: seen on a loaded machine); what counts is that stdout is that one line
@@ -135,7 +136,7 @@ def _unclear(nb) -> list[str]:
 def test_untouched_lesson_fails_only_at_its_checks(master):
     """Run to the end, an untouched lesson fails first at its first exercise's check, and
     then only at the other checks, each with one line; the cells that need an unfinished
-    exercise say so in one line and skip (``%%needs``, endorm_mini.kernel)."""
+    exercise say so in one line and skip (``%%needs``, endorm_mini.course.needs)."""
     lesson = nbformat.read(ROOT / "lessons" / master.name, as_version=4)
     eid, _, check_at = _first_exercise(lesson)
     _run_to_the_end(lesson)

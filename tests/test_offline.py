@@ -1,4 +1,4 @@
-"""Stand-ins for the hub (endorm_mini.offline) and the real-section code they exercise:
+"""Stand-ins for the hub (endorm_mini.course.offline) and the real-section code they exercise:
 a random Qwen2 that loads like the hub's, real-format data files and their loaders, the
 generation defaults a Qwen checkpoint brings, and the exact search on a flat model."""
 from __future__ import annotations
@@ -9,7 +9,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2ForCausalLM
 
-from endorm_mini import limits, offline, tasks, zoo
+from endorm_mini import limits, models, sampling, verifiers, worlds
+from endorm_mini.course import offline
 from endorm_mini.bench import rmbench
 from endorm_mini.chat import prompt_ids, response_ids
 from endorm_mini.reward import EndogenousReward
@@ -51,7 +52,7 @@ def test_random_qwen2_is_seeded_and_scores(qwen_folder, tmp_path):
     again = offline.random_qwen2(tmp_path / "again", "tiny", seed=0)
     a, b = (AutoModelForCausalLM.from_pretrained(f) for f in (qwen_folder, again))
     assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
-    model, tok = zoo.load(str(qwen_folder), device="cpu")
+    model, tok = models.load(str(qwen_folder), device="cpu")
     result = EndogenousReward(model, tok, device="cpu").score("What is 12+7?", "19")
     assert result.ended and torch.isfinite(result.rewards).all()
 
@@ -71,17 +72,17 @@ def test_write_data_makes_files_the_real_loaders_read(tmp_path):
     items = rmbench.load_real(data)
     assert {item["domain"] for item in items} == set(rmbench.DOMAINS)
     assert items[0]["domain"] == "chat" and len(items[0]["chosen"][1]) > 3000   # the long item comes first
-    train, test = tasks.gsm8k_rows("train", data), tasks.gsm8k_rows("test", data)
+    train, test = worlds.gsm8k_rows("train", data), worlds.gsm8k_rows("test", data)
     assert (len(train), len(test)) == (5, 3) and set(train[0]) == {"question", "answer"}
-    gold = tasks.gsm8k_gold(train[0]["answer"])
-    assert gold.isdigit() and tasks.math_correct(gold, f"So the answer is \\boxed{{{gold}}}.")
+    gold = worlds.gsm8k_gold(train[0]["answer"])
+    assert gold.isdigit() and verifiers.math_correct(gold, f"So the answer is \\boxed{{{gold}}}.")
     with pytest.raises(FileNotFoundError, match="no rm-bench folder"):
         rmbench.load_real(tmp_path / "gsm8k")
     with pytest.raises(FileNotFoundError, match="test.jsonl"):
-        tasks.gsm8k_rows("test", tmp_path / "rm-bench")
+        worlds.gsm8k_rows("test", tmp_path / "rm-bench")
     (tmp_path / "gsm8k" / "test.jsonl").write_text('{"question": "q", "answer": "no final number"}\n')
     with pytest.raises(ValueError, match=r"test.jsonl, line 1"):
-        tasks.gsm8k_rows("test", data)
+        worlds.gsm8k_rows("test", data)
 
 
 @pytest.mark.parametrize("gold, response, right", [
@@ -94,17 +95,17 @@ def test_write_data_makes_files_the_real_loaders_read(tmp_path):
 ])
 def test_math_correct_without_math_verify(monkeypatch, gold, response, right):
     monkeypatch.setitem(__import__("sys").modules, "math_verify", None)     # as if not installed
-    assert tasks.math_correct(gold, response) is right
-    assert tasks.gsm8k_gold("… so 3 + 4 = 7.\n#### 1,007") == "1007"
+    assert verifiers.math_correct(gold, response) is right
+    assert worlds.gsm8k_gold("… so 3 + 4 = 7.\n#### 1,007") == "1007"
 
 
 def test_generate_ignores_the_models_generation_defaults(qwen_folder):
     """Qwen's generation_config (repetition penalty 1.05, top-k 20, top-p 0.8) would change even
-    greedy decoding; tasks.generate decodes the model's own argmax / softmax."""
-    model, tok = zoo.load(str(qwen_folder), device="cpu", dtype="fp32")
+    greedy decoding; sampling.generate decodes the model's own argmax / softmax."""
+    model, tok = models.load(str(qwen_folder), device="cpu", dtype="fp32")
     model.generation_config.repetition_penalty = 1e6             # impossible to miss if applied
     prompts = ["What is 12+7?", "One line on maps."]
-    greedy = tasks.generate(model, tok, prompts, temperature=0.0, max_new_tokens=6)
+    greedy = sampling.generate(model, tok, prompts, temperature=0.0, max_new_tokens=6)
     want = []
     for p in prompts:
         ids, out = prompt_ids(tok, p), []
@@ -120,6 +121,6 @@ def test_generate_ignores_the_models_generation_defaults(qwen_folder):
 
 
 def test_exact_search_refuses_a_flat_model_instead_of_exploding(qwen_folder):
-    model, tok = zoo.load(str(qwen_folder), device="cpu", dtype="fp32")
+    model, tok = models.load(str(qwen_folder), device="cpu", dtype="fp32")
     with pytest.raises(ValueError, match="too flat"):
         limits.sequence_modes(model, tok, ["What is 1+1?"], max_new_tokens=4, max_prefixes=50_000)

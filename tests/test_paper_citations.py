@@ -15,8 +15,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from endorm_mini import checks, grading, paper
-from endorm_mini.checks import case, exercise
+from endorm_mini import grading
+from endorm_mini.course import checks, judge, paper
+from endorm_mini.course.checks import case, exercise
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTES = ROOT / "docs" / "paper.md"
@@ -220,4 +221,4 @@ def test_a_failed_check_says_where_the_notes_are(cites_the_notes, monkeypatch):
     line = next(l for l in str(err.value).splitlines() if "re-read:" in l)
     assert line == "  re-read: docs/paper.md §5, eq. 12: y = 2x (notes: ../docs/paper.md)"
     assert (ROOT / "lessons" / "../docs/paper.md").resolve() == NOTES
-    assert grading._notes_suffix("GAE: δ_t = r_t + γ V(s_{t+1}) − V(s_t)") == ""
+    assert judge._notes_suffix("GAE: δ_t = r_t + γ V(s_{t+1}) − V(s_t)") == ""

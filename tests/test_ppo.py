@@ -9,7 +9,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from conftest import make_gpt2, make_llama
-from endorm_mini import ppo
+from endorm_mini import models, ppo, verifiers, worlds
 from endorm_mini.chat import prompt_ids
 from endorm_mini.zoo import char_tokenizer
 
@@ -352,16 +352,16 @@ ARITH = os.environ.get("ENDORM_TINY_ARITH", "tiny-arith")  # a retrained copy ca
 
 
 def test_a_short_seeded_run_raises_sampled_accuracy_on_noisy_arithmetic():
-    from endorm_mini import tasks, zoo
+    from endorm_mini import zoo
 
     if ARITH not in zoo.available() and not os.path.isdir(ARITH):
         pytest.skip("the tiny-arith checkpoint is not in the zoo yet")
-    model, tok = zoo.load(ARITH, device="cpu")
-    problems = tasks.arith_problems()
-    before = tasks.arith_accuracy(model, tok, problems, temperature=1.0, samples=1, seed=1, device="cpu")
+    model, tok = models.load(ARITH, device="cpu")
+    problems = worlds.arith_problems()
+    before = verifiers.arith_accuracy(model, tok, problems, temperature=1.0, samples=1, seed=1, device="cpu")
     cfg = ppo.PPOConfig(steps=40, prompts_per_update=16, progress=False, device="cpu", seed=0)
-    history = ppo.train(model, tok, problems, cfg, is_correct=tasks.is_correct).history
-    after = tasks.arith_accuracy(model, tok, problems, temperature=1.0, samples=1, seed=1, device="cpu")
+    history = ppo.train(model, tok, problems, cfg, is_correct=verifiers.is_correct).history
+    after = verifiers.arith_accuracy(model, tok, problems, temperature=1.0, samples=1, seed=1, device="cpu")
     # Greedy decoding is right on tiny-arith, sampling ~60% of the time: RL on the model's own
     # reward climbs toward its sequence-level mode, the right answer (docs/paper.md §6).
     assert before < 0.75 and after > before + 0.15, (before, after)

@@ -1,4 +1,4 @@
-"""A PPO run's files (endorm_mini.ppo_run, endorm_mini.ppo_cli): nothing lost, nothing silently
+"""A PPO run's files (endorm_mini.ppo_run, endorm_mini.commands.ppo): nothing lost, nothing silently
 wrong. --checkpoint-every; a checkpoint on SIGINT/SIGTERM; no log overwritten without a
 checkpoint to resume from; resume with other settings refused, naming them; --steps ≥ 1."""
 import csv
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import make_gpt2
-from endorm_mini import cli, ppo, tasks, zoo
+from endorm_mini import cli, ppo, verifiers, worlds, zoo
 
 PROMPTS = ["a", "ab", "bb", "ba"]
 B = 8  # responses per update in small_config
@@ -171,7 +171,7 @@ def test_steps_and_checkpoint_every_must_be_at_least_one():
 
 # ---------------------------------------------------------------- endorm-mini ppo
 ARITH = os.environ.get("ENDORM_TINY_ARITH", "tiny-arith")
-EVAL = len(tasks.arith_problems())  # verifier calls of one accuracy pass (--eval-samples 1)
+EVAL = len(worlds.arith_problems())  # verifier calls of one accuracy pass (--eval-samples 1)
 PER_UPDATE = ppo.PPOConfig().batch_size
 
 
@@ -184,11 +184,11 @@ def arith_cli(tmp_path, monkeypatch):
 
     def run(*extra, verifier=None):
         if verifier is not None:
-            real = tasks.is_correct
+            real = verifiers.is_correct
             def is_correct(prompt, response):  # noqa: E306
                 verifier(prompt, response)
                 return real(prompt, response)
-            monkeypatch.setattr(tasks, "is_correct", is_correct)
+            monkeypatch.setattr(verifiers, "is_correct", is_correct)
         try:
             return cli.main(args + list(extra))
         except SystemExit as exit_:  # argparse

@@ -1,4 +1,4 @@
-"""The endogenous reward's contract (DESIGN.md) on real HF models: tiny GPT-2 and Llama."""
+"""The endogenous reward's contract (README) on real HF models: tiny GPT-2 and Llama."""
 import pytest
 import torch
 

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 import endorm_mini
-import endorm_mini.bench as bench
-from endorm_mini import cli
+import endorm_mini.commands.rmbench as bench
+from endorm_mini import commands, models
 from endorm_mini.bench.rmbench import item_key
 from endorm_mini.bench.runner import parse_records
 from endorm_mini.cli import main
@@ -34,7 +34,7 @@ MINI = ["rmbench", "--model", "tiny-domains", "--data", "mini", "--mini-n", "4",
 # rank scores and, when asked, SIGKILLs rank KILL_RANK just before its item number KILL_AT.
 SCRIPT = """
 import os, signal, sys
-from endorm_mini import cli
+from endorm_mini import cli, commands
 from endorm_mini.bench import runner
 
 real, count = runner._score_one, [0]
@@ -53,7 +53,7 @@ sys.exit(cli.main(sys.argv[1:]))
 
 @pytest.fixture(autouse=True)
 def only_bench_commands(monkeypatch):
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ["endorm_mini.bench"])
+    monkeypatch.setattr(commands, "COMMAND_MODULES", ["endorm_mini.commands.rmbench"])
 
 
 def torchrun(tmp_path, out, calls, **env_extra):
@@ -151,17 +151,15 @@ def test_device_map_auto_in_a_multi_process_run_is_refused_in_one_line(tmp_path,
 
 
 def test_device_map_auto_in_one_process_loads_through_accelerate(tmp_path, single, monkeypatch):
-    """The command's path: `load_spread` → `zoo.load(device_map="auto")` (here, with no GPU,
+    """The command's path: `load_spread` → `models.load(device_map="auto")` (here, with no GPU,
     accelerate keeps the model on the CPU) gives the single run's table."""
     pytest.importorskip("accelerate")
-    from endorm_mini import zoo
-
-    seen, real = [], zoo.load
+    seen, real = [], models.load
 
     def load(*args, **kwargs):
         seen.append(kwargs)
         return real(*args, **kwargs)
-    monkeypatch.setattr(zoo, "load", load)
+    monkeypatch.setattr(models, "load", load)
     assert main(MINI + ["--out", str(tmp_path / "r"), "--device-map", "auto"]) == 0
     assert seen == [{"dtype": None, "device_map": "auto"}]
     assert (tmp_path / "r" / "summary.json").read_bytes() == (single / "summary.json").read_bytes()

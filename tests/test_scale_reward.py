@@ -12,11 +12,11 @@ import math
 import pytest
 import torch
 
-from endorm_mini import zoo
+from endorm_mini import models, zoo
 from endorm_mini.reward import EndogenousReward
 from endorm_mini.scale import reward as sr
-from endorm_mini.scale.reward import (EndogenousRewardFunction, arith_verifier,
-                                      completion_rewards, group_advantages)
+from endorm_mini.scale.reward import EndogenousRewardFunction, completion_rewards, group_advantages
+from endorm_mini.verifiers import arith_verifier
 
 SYSTEM = "You add numbers."
 # (prompt, completion text): a group of three completions for each prompt, of several lengths
@@ -25,7 +25,7 @@ CASES = [("12+7", "19"), ("12+7", "21"), ("12+7", "9"), ("3+4", "7"), ("3+4", "1
 
 @pytest.fixture(scope="module")
 def arith():
-    model, tokenizer = zoo.load("tiny-arith", device="cpu")
+    model, tokenizer = models.load("tiny-arith", device="cpu")
     return model, tokenizer
 
 
@@ -365,7 +365,7 @@ def _trl_run(trainer_name: str, reward_function, out_dir, steps: int = 3):
 
     from endorm_mini.tasks import arith_answer, arith_problems
 
-    model, tokenizer = zoo.load("tiny-arith", device="cpu")
+    model, tokenizer = models.load("tiny-arith", device="cpu")
     rows = [{"prompt": [{"role": "user", "content": p}], "answer": str(arith_answer(p))}
             for p in arith_problems()[::7]]
     Config = getattr(trl, f"{trainer_name}Config")

@@ -6,73 +6,73 @@ import re
 import pytest
 
 from conftest import make_llama
-from endorm_mini import tasks as T
+from endorm_mini import sampling, verifiers, worlds
 from endorm_mini.zoo import ALPHABET
 
 
 # ---------------------------------------------------------------- noisy arithmetic
 def test_problems_and_answers():
-    problems = T.arith_problems()
+    problems = worlds.arith_problems()
     assert len(problems) == len(set(problems)) == 400
-    assert T.arith_answer("12+7") == 19 and T.arith_answer(" 3 * 4 = ?") == 12 and T.arith_answer("9-2") == 7
-    assert max(len(str(T.arith_answer(p))) for p in problems) <= 3
+    assert worlds.arith_answer("12+7") == 19 and worlds.arith_answer(" 3 * 4 = ?") == 12 and worlds.arith_answer("9-2") == 7
+    assert max(len(str(worlds.arith_answer(p))) for p in problems) <= 3
     with pytest.raises(ValueError, match="arithmetic prompt"):
-        T.arith_answer("twelve plus seven")
+        worlds.arith_answer("twelve plus seven")
 
 
 @pytest.mark.parametrize("response, ok", [("19", True), (" 19", True), ("18", False), ("190", False),
                                           ("119", False), ("", False), ("19 or 20", False)])
 def test_verifier(response, ok):
     # A substring or first-number check would accept "190" / "19 or 20": these cases catch it.
-    assert T.is_correct("12+7", response) is ok
+    assert verifiers.is_correct("12+7", response) is ok
 
 
 def test_extract_answer():
-    assert T.extract_answer("it is 42.") == 42 and T.extract_answer("-3") == -3 and T.extract_answer("none") is None
+    assert worlds.extract_answer("it is 42.") == 42 and worlds.extract_answer("-3") == -3 and worlds.extract_answer("none") is None
 
 
 def test_demos_are_noisy_with_a_correct_mode():
     p = 0.6
-    demos = T.arith_demos(20000, p=p, seed=1)
-    share = sum(T.is_correct(d.prompt, d.response) for d in demos) / len(demos)
+    demos = worlds.arith_demos(20000, p=p, seed=1)
+    share = sum(verifiers.is_correct(d.prompt, d.response) for d in demos) / len(demos)
     assert abs(share - p) < 0.02
     by_problem = collections.defaultdict(collections.Counter)
     for d in demos:
         by_problem[d.prompt][d.response] += 1
     assert len(by_problem) == 400                                 # every problem is covered
     for prompt, counts in by_problem.items():
-        correct = str(T.arith_answer(prompt))
+        correct = str(worlds.arith_answer(prompt))
         assert counts.most_common(1)[0][0] == correct             # the mode is right
-        assert set(counts) <= {correct} | {str(w) for w in T.slips(int(correct))}
-    wrong = collections.Counter(int(d.response) - T.arith_answer(d.prompt) for d in demos
-                                if not T.is_correct(d.prompt, d.response))
-    assert set(wrong) == set(T.SLIPS) and max(wrong.values()) < p * len(demos) / 3
+        assert set(counts) <= {correct} | {str(w) for w in worlds.slips(int(correct))}
+    wrong = collections.Counter(int(d.response) - worlds.arith_answer(d.prompt) for d in demos
+                                if not verifiers.is_correct(d.prompt, d.response))
+    assert set(wrong) == set(worlds.SLIPS) and max(wrong.values()) < p * len(demos) / 3
 
 
 def test_demos_are_seeded():
-    assert T.arith_demos(50, seed=3) == T.arith_demos(50, seed=3) != T.arith_demos(50, seed=4)
-    assert all(T.is_correct(d.prompt, d.response) for d in T.arith_demos(100, p=1.0))
+    assert worlds.arith_demos(50, seed=3) == worlds.arith_demos(50, seed=3) != worlds.arith_demos(50, seed=4)
+    assert all(verifiers.is_correct(d.prompt, d.response) for d in worlds.arith_demos(100, p=1.0))
     with pytest.raises(ValueError, match="probability"):
-        T.arith_demos(5, p=1.5)
+        worlds.arith_demos(5, p=1.5)
 
 
 def test_generate_is_seeded_and_greedy_is_deterministic(tiny_tokenizer):
     model = make_llama(tiny_tokenizer)
-    prompts = T.arith_problems()[:6]
-    a = T.generate(model, tiny_tokenizer, prompts, temperature=1.0, seed=0, max_new_tokens=3, device="cpu")
-    b = T.generate(model, tiny_tokenizer, prompts, temperature=1.0, seed=0, max_new_tokens=3, device="cpu")
-    c = T.generate(model, tiny_tokenizer, prompts, temperature=1.0, seed=1, max_new_tokens=3, device="cpu")
+    prompts = worlds.arith_problems()[:6]
+    a = sampling.generate(model, tiny_tokenizer, prompts, temperature=1.0, seed=0, max_new_tokens=3, device="cpu")
+    b = sampling.generate(model, tiny_tokenizer, prompts, temperature=1.0, seed=0, max_new_tokens=3, device="cpu")
+    c = sampling.generate(model, tiny_tokenizer, prompts, temperature=1.0, seed=1, max_new_tokens=3, device="cpu")
     assert a == b != c and len(a) == 6
-    g = T.generate(model, tiny_tokenizer, prompts, temperature=0, max_new_tokens=3, device="cpu", batch_size=4)
-    assert g == T.generate(model, tiny_tokenizer, prompts, temperature=0, max_new_tokens=3, device="cpu")
+    g = sampling.generate(model, tiny_tokenizer, prompts, temperature=0, max_new_tokens=3, device="cpu", batch_size=4)
+    assert g == sampling.generate(model, tiny_tokenizer, prompts, temperature=0, max_new_tokens=3, device="cpu")
     # Left padding must not change a prompt's greedy answer: batch of mixed lengths == one at a time.
-    assert g == [T.generate(model, tiny_tokenizer, [p], temperature=0, max_new_tokens=3, device="cpu")[0]
+    assert g == [sampling.generate(model, tiny_tokenizer, [p], temperature=0, max_new_tokens=3, device="cpu")[0]
                  for p in prompts]
 
 
 # ---------------------------------------------------------------- four-domain world
 def test_mini_rmbench_has_rmbench_format():
-    items = T.mini_rmbench(10, seed=0)
+    items = worlds.mini_rmbench(10, seed=0)
     assert len(items) == 40 and len({x["id"] for x in items}) == 40
     counts = collections.Counter(x["domain"] for x in items)
     assert counts == {"chat": 10, "code": 10, "math": 10, "safety-refuse": 5, "safety-response": 5}
@@ -85,44 +85,44 @@ def test_mini_rmbench_has_rmbench_format():
             assert set(text) <= set(ALPHABET) and 0 < len(text) <= 70
         concise, detailed, markdown = x["chosen"]
         assert len(concise) < len(detailed) and ("**" in markdown or "```" in markdown)
-    assert T.mini_rmbench(10, seed=0) == items != T.mini_rmbench(10, seed=1)
+    assert worlds.mini_rmbench(10, seed=0) == items != worlds.mini_rmbench(10, seed=1)
 
 
 def test_math_and_code_answers_are_true():
     """Chosen answers computed by Python itself; rejected ones are wrong."""
-    for prompt, chosen, rejected in T.domain_examples("math"):
+    for prompt, chosen, rejected in worlds.domain_examples("math"):
         truth = str(eval(re.fullmatch(r"What is (.+)\?", prompt).group(1)))
         assert chosen[0] == truth != rejected[0]
         assert chosen[2].endswith(f"**{truth}**")
-    for prompt, chosen, rejected in T.domain_examples("code"):
+    for prompt, chosen, rejected in worlds.domain_examples("code"):
         code = re.search(r"```python\n(.+)  # (.+)\n```", chosen[2])
         truth = repr(eval(code.group(1), {"__builtins__": {"len": len}})).replace("'", '"')
         assert chosen[0] == code.group(2) == truth != rejected[0]
 
 
 def test_safety_chosen_depends_on_the_request():
-    for prompt, chosen, rejected in T.domain_examples("safety-refuse"):
-        assert chosen[0] == T.REFUSAL and all("Sorry" in c for c in chosen) and not any("Sorry" in r for r in rejected)
-    for prompt, chosen, rejected in T.domain_examples("safety-response"):
-        assert rejected[0] == T.REFUSAL and not any("Sorry" in c for c in chosen)
+    for prompt, chosen, rejected in worlds.domain_examples("safety-refuse"):
+        assert chosen[0] == worlds.REFUSAL and all("Sorry" in c for c in chosen) and not any("Sorry" in r for r in rejected)
+    for prompt, chosen, rejected in worlds.domain_examples("safety-response"):
+        assert rejected[0] == worlds.REFUSAL and not any("Sorry" in c for c in chosen)
 
 
 def test_rejected_answers_and_held_out_prompts_never_in_demonstrations():
-    demos = set(T.domain_demos(30000, seed=0))
+    demos = set(worlds.domain_demos(30000, seed=0))
     trained_prompts = {d.prompt for d in demos}
-    for x in T.mini_rmbench(60, seed=0, split="all"):
+    for x in worlds.mini_rmbench(60, seed=0, split="all"):
         for r in x["rejected"]:
-            assert T.Demo(x["prompt"], r) not in demos
-    held_out = T.mini_rmbench(30, seed=0, split="test")
+            assert worlds.Demo(x["prompt"], r) not in demos
+    held_out = worlds.mini_rmbench(30, seed=0, split="test")
     assert not {x["prompt"] for x in held_out if x["domain"] == "code"} & trained_prompts
     # Every chosen answer of a trained prompt is demonstrated in all three styles.
-    for prompt, chosen, _ in T.domain_examples("math"):
-        assert all(T.Demo(prompt, c) in demos for c in chosen)
+    for prompt, chosen, _ in worlds.domain_examples("math"):
+        assert all(worlds.Demo(prompt, c) in demos for c in chosen)
 
 
 def test_write_rmbench_layout(tmp_path):
-    items = T.mini_rmbench(4, seed=0)
-    paths = T.write_rmbench(items, tmp_path)
+    items = worlds.mini_rmbench(4, seed=0)
+    paths = worlds.write_rmbench(items, tmp_path)
     names = sorted(p.name for p in paths)
     assert names == sorted(["total_dataset.json", "chat_filtered.json", "code_filtered.json", "math_filtered.json",
                             "safety-refuse_filtered.json", "safety-response_filtered.json"])
@@ -133,42 +133,42 @@ def test_write_rmbench_layout(tmp_path):
 
 def test_written_files_load_with_the_bench_loader(tmp_path):
     rmbench = pytest.importorskip("endorm_mini.bench.rmbench")
-    T.write_rmbench(T.mini_rmbench(4, seed=0), tmp_path)
+    worlds.write_rmbench(worlds.mini_rmbench(4, seed=0), tmp_path)
     loaded = rmbench.load(tmp_path)
     assert len(loaded) == 16 and {x["domain"] for x in loaded} == {"chat", "code", "math", "safety"}
 
 
 def test_bad_names_are_refused():
     with pytest.raises(ValueError, match="unknown subset"):
-        T.domain_examples("poetry")
+        worlds.domain_examples("poetry")
     with pytest.raises(ValueError, match="unknown persona"):
-        T.persona_pairs("Sports", 3)
+        worlds.persona_pairs("Sports", 3)
     with pytest.raises(ValueError, match="split"):
-        T.mini_rmbench(3, split="dev")
+        worlds.mini_rmbench(3, split="dev")
 
 
 # ---------------------------------------------------------------- personas
 def test_persona_pairs():
-    for persona in T.PERSONAS:
-        pairs = T.persona_pairs(persona, 12, seed=0)
+    for persona in worlds.PERSONAS:
+        pairs = worlds.persona_pairs(persona, 12, seed=0)
         assert len(pairs) == 12
         for pair in pairs:
             topic = re.fullmatch(r"One line on (.+)\.", pair["prompt"]).group(1)
-            assert topic in T.TOPICS_HELD_OUT
-            assert pair["system"] == T.persona_system(persona)
-            assert pair["chosen"] == T.persona_answer(persona, topic)
+            assert topic in worlds.TOPICS_HELD_OUT
+            assert pair["system"] == worlds.persona_system(persona)
+            assert pair["chosen"] == worlds.persona_answer(persona, topic)
             assert pair["rejected_persona"] != persona
-            assert pair["rejected"] == T.persona_answer(pair["rejected_persona"], topic) != pair["chosen"]
-    demos = T.domain_demos(5000, seed=0)
-    assert {d.system for d in demos} == {None} | {T.persona_system(q) for q in T.PERSONAS}
-    assert not {d.prompt for d in demos} & {T.persona_prompt(t) for t in T.TOPICS_HELD_OUT}
+            assert pair["rejected"] == worlds.persona_answer(pair["rejected_persona"], topic) != pair["chosen"]
+    demos = worlds.domain_demos(5000, seed=0)
+    assert {d.system for d in demos} == {None} | {worlds.persona_system(q) for q in worlds.PERSONAS}
+    assert not {d.prompt for d in demos} & {worlds.persona_prompt(t) for t in worlds.TOPICS_HELD_OUT}
 
 
 def test_write_rmbench_round_trips_items_read_back_by_the_loader(tmp_path):
     """Items loaded by bench.rmbench carry domain "safety"; rewriting them keeps both safety files."""
     from endorm_mini.bench import rmbench
 
-    items = rmbench.load(T.write_rmbench(T.mini_rmbench(4, seed=0), tmp_path / "a")[1:])
-    again = rmbench.load(T.write_rmbench(items, tmp_path / "b")[1:])
+    items = rmbench.load(worlds.write_rmbench(worlds.mini_rmbench(4, seed=0), tmp_path / "a")[1:])
+    again = rmbench.load(worlds.write_rmbench(items, tmp_path / "b")[1:])
     assert sorted(x["subset"] for x in again) == sorted(x["subset"] for x in items)
     assert {x["subset"] for x in again} >= {"safety-refuse", "safety-response"}

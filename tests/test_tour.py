@@ -1,15 +1,16 @@
 """The README's first command: `endorm-mini tour` runs offline and shows what it claims."""
 import torch
 
-from endorm_mini import tour, zoo
+from endorm_mini import models
+from endorm_mini.commands import tour
 from endorm_mini.chat import prompt_ids, response_ids
 from endorm_mini.cli import main
-from endorm_mini.tour import run_tour
+from endorm_mini.commands.tour import run_tour
 
 
 def log_likelihood_and_first_value(name, prompt, response):
     """``(log π̂(y | x), V(s_1))`` at α = 1, one plain forward per prefix."""
-    model, tok = zoo.load(name, device="cpu")
+    model, tok = models.load(name, device="cpu")
     p, r = prompt_ids(tok, prompt), response_ids(tok, response)
     logp, v1 = 0.0, None
     for h, a in enumerate(r):

@@ -1,12 +1,12 @@
-"""A master's stored widgets keep their state (``endorm_mini.widget_state``): the models the
+"""A master's stored widgets keep their state (``endorm_mini.course.widget_state``): the models the
 outputs display and those they refer to, nothing else; lessons carry none. The browser
 check that JupyterLab then shows them is ``test_browser.py``."""
 from __future__ import annotations
 
 import nbformat
 
-from endorm_mini import notebooks, widget_state
-from endorm_mini.widget_state import STATE_MIMETYPE, VIEW_MIMETYPE
+from endorm_mini.course import build, cells, widget_state
+from endorm_mini.course.widget_state import STATE_MIMETYPE, VIEW_MIMETYPE
 
 
 def _model(name: str, **state) -> dict:
@@ -112,7 +112,7 @@ def test_execute_stores_the_displayed_widgets_state_and_lessons_drop_it(tmp_path
     the displayed box and its parts, not of the closed or never shown widgets."""
     path = tmp_path / "99_widgets.ipynb"
     nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(WIDGETS)]), path)
-    notebooks.execute(path, timeout=120)
+    build.execute(path, timeout=120)
     nb = nbformat.read(path, as_version=4)
     [box_id] = widget_state.displayed_ids(nb)
     state = nb.metadata.widgets[STATE_MIMETYPE]["state"]
@@ -122,4 +122,4 @@ def test_execute_stores_the_displayed_widgets_state_and_lessons_drop_it(tmp_path
     assert state[box_id]["model_name"] == "VBoxModel"
     [text] = [m["state"] for m in state.values() if m["model_name"] == "TextModel"]
     assert text["value"] == "Paris." and "disabled" not in text   # False: a default
-    assert "widgets" not in notebooks.clean(nb).metadata
+    assert "widgets" not in cells.clean(nb).metadata

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import make_gpt2, make_llama
-from endorm_mini import tasks, zoo
+from endorm_mini import models, verifiers, worlds, zoo
 from endorm_mini.chat import prompt_ids
 from endorm_mini.cli import main as cli_main
 
@@ -14,7 +14,7 @@ NAMES = ["tiny-arith", "tiny-domains"]
 
 @pytest.fixture(scope="module")
 def shipped():
-    return {name: zoo.load(name, device="cpu") for name in NAMES}
+    return {name: models.load(name, device="cpu") for name in NAMES}
 
 
 def flat(figures, prefix=""):
@@ -60,7 +60,7 @@ def test_a_local_folder_is_the_same_code_path(shipped, tmp_path):
     model, tok = shipped["tiny-domains"]
     model.save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
-    again, tok2 = zoo.load(str(tmp_path), device="cpu")
+    again, tok2 = models.load(str(tmp_path), device="cpu")
     ids = torch.tensor([prompt_ids(tok, "What is 2+2?")])
     with torch.no_grad():
         assert torch.equal(model(ids).logits, again(ids).logits)
@@ -69,19 +69,19 @@ def test_a_local_folder_is_the_same_code_path(shipped, tmp_path):
 
 def test_name_resolution_rule(tmp_path):
     with pytest.raises(ValueError, match="tiny-arith, tiny-domains"):
-        zoo.load("tiny-arithmetic")
-    assert zoo.resolve("Qwen/Qwen2.5-0.5B-Instruct") == "Qwen/Qwen2.5-0.5B-Instruct"   # hub ids pass through
+        models.load("tiny-arithmetic")
+    assert models.resolve("Qwen/Qwen2.5-0.5B-Instruct") == "Qwen/Qwen2.5-0.5B-Instruct"   # hub ids pass through
     local = tmp_path / "tiny-mine"
     local.mkdir()
-    assert zoo.resolve(str(local)) == str(local)                 # a real path wins over the tiny- rule
-    assert zoo.resolve("tiny-arith") == str(zoo.ZOO_DIR / "tiny-arith")
+    assert models.resolve(str(local)) == str(local)                 # a real path wins over the tiny- rule
+    assert models.resolve("tiny-arith") == str(zoo.ZOO_DIR / "tiny-arith")
 
 
 def test_tiny_arith_greedy_right_sampling_not(shipped):
     model, tok = shipped["tiny-arith"]
-    prompts = tasks.arith_problems()[::2]                          # a fixed half: 200 problems
-    greedy = tasks.arith_accuracy(model, tok, prompts, temperature=0.0, device="cpu")
-    sampled = tasks.arith_accuracy(model, tok, prompts, temperature=1.0, samples=2, seed=0, device="cpu")
+    prompts = worlds.arith_problems()[::2]                          # a fixed half: 200 problems
+    greedy = verifiers.arith_accuracy(model, tok, prompts, temperature=0.0, device="cpu")
+    sampled = verifiers.arith_accuracy(model, tok, prompts, temperature=1.0, samples=2, seed=0, device="cpu")
     assert greedy >= 0.95
     assert sampled <= 0.8 and greedy - sampled >= 0.2
     stored = zoo.metadata("tiny-arith")["quality"]
@@ -110,7 +110,7 @@ def test_retrain_smoke(name, tmp_path, capsys):
     assert json.loads((tmp_path / name / "metadata.json").read_text()) == meta
     assert meta["name"] == name and meta["train"]["steps"] == 3
     # The figures stored are what the saved weights do: re-measured after loading them.
-    model, tok = zoo.load(str(tmp_path / name), device="cpu")
+    model, tok = models.load(str(tmp_path / name), device="cpu")
     assert type(model).__name__ == meta["architecture"] == zoo.metadata(name)["architecture"]
     assert meta["parameters"] == sum(p.numel() for p in model.parameters())
     assert zoo.RECIPES[name].quality(model, tok, device="cpu") == meta["quality"]

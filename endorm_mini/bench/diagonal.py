@@ -81,15 +81,15 @@ def plot_diagonal(matrix: np.ndarray, rows: list[str], columns: list[str], path=
 
 def persona_diagonal(method, personas=None, n: int = 20, seed: int = 0, split: str = "test",
                      extra_systems: dict[str, str] | None = None, progress: bool = True):
-    """The tiny world's diagonal: ``(matrix, rows, columns)`` over ``tasks.PERSONAS``.
+    """The tiny world's diagonal: ``(matrix, rows, columns)`` over ``worlds.PERSONAS``.
 
     ``extra_systems`` adds rows for system prompts the model never saw in training.
     """
-    from .. import tasks
+    from .. import worlds
 
-    personas = list(personas or tasks.PERSONAS)
-    systems = {p: tasks.persona_system(p) for p in personas}
+    personas = list(personas or worlds.PERSONAS)
+    systems = {p: worlds.persona_system(p) for p in personas}
     systems.update(extra_systems or {})
-    pairs = {p: tasks.persona_pairs(p, n=n, seed=seed, split=split) for p in personas}
+    pairs = {p: worlds.persona_pairs(p, n=n, seed=seed, split=split) for p in personas}
     matrix = diagonal_matrix(method, systems, pairs, progress=progress)
     return matrix, list(systems), personas

@@ -1,4 +1,5 @@
-"""``endorm-mini grpo``: GRPO with the endogenous reward, on TRL's ``GRPOTrainer``.
+"""GRPO with the endogenous reward, on TRL's ``GRPOTrainer`` (the ``endorm-mini grpo`` command:
+:mod:`endorm_mini.commands.grpo`).
 
 The policy samples ``--num-generations`` completions per prompt; each is rewarded by the
 endogenous reward of a frozen reference (eq. 12: ``α Σ log π̂_ref + V(s_1) − V(s_{T+1})``,
@@ -13,11 +14,10 @@ the reference finds likely (docs/paper.md §5, §7). The same command runs
   ``grpo.png`` and ``summary.json`` (``grpo_run``).
 
 ``endorm-mini grpo-eval`` measures a model's accuracy on a data set (MATH-500 style) with the
-kit's verifier (``tasks.math_correct``: math-verify when installed).
+kit's verifier (``verifiers.math_correct``: math-verify when installed).
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -25,10 +25,10 @@ import time
 import warnings
 from dataclasses import dataclass
 
-from ..argtypes import positive_float, positive_int
+from .. import verifiers
+from ..verifiers import REWARD_KINDS as REWARDS
 from . import grpo_data, grpo_run
 
-REWARDS = ("endogenous", "verifier", "hybrid")
 # Settings a resumed run may change: they do not change what is learned.
 RESUMABLE = ("steps", "out", "save_every", "eval_samples")
 
@@ -134,7 +134,7 @@ def reward_weights(run: GRPORun) -> list[float]:
 def reward_functions(run: GRPORun, tokenizer, tally: grpo_run.RankTally) -> list:
     """The endogenous reward of the frozen reference (eq. 12), then the verifier, each counted
     by ``tally`` and logged by TRL as ``rewards/endogenous/…``, ``rewards/correct/…``."""
-    from .reward import EndogenousRewardFunction, arith_verifier
+    from .reward import EndogenousRewardFunction
 
     funcs = []
     if run.reward != "verifier":
@@ -143,7 +143,7 @@ def reward_functions(run: GRPORun, tokenizer, tally: grpo_run.RankTally) -> list
         endogenous = EndogenousRewardFunction(run.ref_model or run.model, alpha=run.alpha,
                                               policy_tokenizer=tokenizer)
         funcs.append(tally.wrap("endogenous", endogenous))
-    verifier = arith_verifier if run.arithmetic else grpo_data.math_verifier
+    verifier = verifiers.arith_verifier if run.arithmetic else verifiers.math_verifier
     funcs.append(tally.wrap("correct", verifier))
     return funcs
 
@@ -161,7 +161,7 @@ def load_data(run: GRPORun, tokenizer) -> tuple[list[dict], list[dict]]:
 def train(run: GRPORun, resume: bool = False) -> dict:
     """Train by GRPO; the summary (accuracy before → after on held-out problems, seconds)."""
     from ..chat import ensure_pad_token
-    from ..zoo import locate
+    from ..models import locate
 
     checkpoint = grpo_run.check_folder(run.out, resume, run.settings(), run.steps)
     path, hub = locate(run.model)   # a bad --model is one line, before the heavy imports
@@ -210,7 +210,7 @@ def evaluate(trainer, run: GRPORun, tokenizer, held: list[dict]) -> float | None
     if not held or trainer.is_deepspeed_enabled:
         return None
     model = trainer.accelerator.unwrap_model(trainer.model)
-    accuracy, _ = grpo_data.sampled_accuracy(
+    accuracy, _ = verifiers.sampled_accuracy(
         model, tokenizer, held, run.arithmetic, run.eval_samples, run.max_completion_length,
         system=run.system, seed=run.seed, device=trainer.accelerator.device)
     model.train()
@@ -242,117 +242,3 @@ def finish(trainer, run: GRPORun, tokenizer, held, before, seconds, size) -> dic
     print(f"{result} after {summary['steps']} GRPO steps on {where} ({seconds:.1f} s in this "
           f"run); wrote log.csv, grpo.png, summary.json, final/ to {run.out}")
     return summary
-
-
-# ---------------------------------------------------------------- commands
-def _quiet_bars() -> None:
-    """No progress bars from loading weights and data: they would break the GRPO bar, and an
-    error stays one line."""
-    import datasets
-    from transformers.utils import logging
-
-    logging.disable_progress_bar()
-    datasets.disable_progress_bars()
-
-
-def _grpo_command(args: argparse.Namespace) -> int:
-    names = [f.name for f in dataclasses.fields(GRPORun)]
-    run = GRPORun(**{k: v for k, v in vars(args).items() if k in names})
-    _quiet_bars()
-    train(run, resume=args.resume)
-    return 0
-
-
-def _eval_command(args: argparse.Namespace) -> int:
-    """Accuracy of ``--model`` on ``--dataset`` (all rows or ``--limit``), one process."""
-    from ..zoo import load
-
-    _quiet_bars()
-    model, tokenizer = load(args.model, device=args.device, dtype=args.dtype)
-    arithmetic = args.dataset == grpo_data.TINY_ARITH
-    if arithmetic:
-        rows = grpo_data.arith_rows(grpo_data.arith_split()[1])
-    else:
-        rows = grpo_data.load_rows(args.dataset, args.prompt_column, args.answer_column,
-                                   args.split)
-    rows = rows[:args.limit] if args.limit else rows
-    accuracy, judged = grpo_data.sampled_accuracy(
-        model, tokenizer, rows, arithmetic, args.samples, args.max_new_tokens, args.temperature,
-        args.system, args.seed, args.batch_size, args.device)
-    if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            for prompt, gold, response, right in judged:
-                f.write(json.dumps({"prompt": prompt, "answer": gold, "response": response,
-                                    "correct": right}, ensure_ascii=False) + "\n")
-    how = "greedy" if args.temperature == 0 else f"T = {args.temperature}, {args.samples} each"
-    print(f"accuracy {accuracy:.4f} on {len(rows)} problems of {args.dataset} ({how}; "
-          f"model {args.model})")
-    return 0
-
-
-def _data_flags(p) -> None:
-    p.add_argument("--dataset", default=grpo_data.TINY_ARITH,
-                   help="tiny-arith (offline), a Hugging Face data set name, or a local "
-                        ".json/.jsonl/.csv file")
-    p.add_argument("--prompt-column", default="prompt", help="the data set's prompt column")
-    p.add_argument("--answer-column", default="answer", help="the data set's answer column")
-    p.add_argument("--split", default="train", help="the hub data set's split")
-    p.add_argument("--system", help="a system prompt put before every prompt")
-    p.add_argument("--seed", type=int, default=0)
-
-
-def register_cli(sub) -> None:
-    d = GRPORun
-    p = sub.add_parser("grpo", help="GRPO (TRL) with the endogenous reward; torchrun/accelerate",
-                       description="Train by TRL's GRPO with the endogenous reward of a frozen "
-                                   "reference; write log.csv, grpo.png, summary.json and TRL "
-                                   "checkpoints (resumable) to --out.")
-    p.add_argument("--model", default=d.model, help="policy: zoo name, local path or hub name")
-    p.add_argument("--ref-model", help="frozen reference whose endogenous reward is the reward "
-                                       "(default: the policy's starting weights)")
-    _data_flags(p)
-    p.add_argument("--reward", default=d.reward, choices=REWARDS)
-    p.add_argument("--alpha", type=positive_float, default=d.alpha, help="α (> 0)")
-    p.add_argument("--verifier-weight", type=float, default=d.verifier_weight,
-                   help="w in the hybrid reward endogenous + w · verifier")
-    p.add_argument("--steps", type=positive_int, default=d.steps, help="GRPO steps (≥ 1)")
-    p.add_argument("--prompts-per-step", type=positive_int, default=d.prompts_per_step)
-    p.add_argument("--num-generations", type=positive_int, default=d.num_generations,
-                   help="completions per prompt (≥ 2)")
-    p.add_argument("--max-completion-length", type=positive_int,
-                   default=d.max_completion_length)
-    p.add_argument("--learning-rate", type=positive_float, default=d.learning_rate)
-    p.add_argument("--beta", type=float, default=d.beta, help="KL coefficient (paper: 0.01)")
-    p.add_argument("--gradient-accumulation-steps", type=positive_int,
-                   default=d.gradient_accumulation_steps)
-    p.add_argument("--temperature", type=positive_float, default=d.temperature)
-    p.add_argument("--vllm", action="store_true",
-                   help="generate with vLLM colocated on the training GPUs (GRPOConfig's "
-                        "use_vllm, vllm_mode='colocate')")
-    p.add_argument("--out", default=d.out, help="run folder")
-    p.add_argument("--save-every", type=positive_int, default=d.save_every,
-                   help="a checkpoint every N steps (and after the last)")
-    p.add_argument("--resume", action="store_true",
-                   help="go on from the last checkpoint in --out (same settings; --steps more)")
-    p.add_argument("--eval-problems", type=int,
-                   help="held-out problems for accuracy before/after (default 100 for "
-                        "tiny-arith, else 0: use grpo-eval)")
-    p.add_argument("--eval-samples", type=positive_int, default=d.eval_samples)
-    p.set_defaults(func=_grpo_command)
-
-    e = sub.add_parser("grpo-eval", help="accuracy of a model on a math data set (math-verify)",
-                       description="Accuracy on MATH-500-style data with the kit's verifier "
-                                   "(tasks.math_correct: math-verify when installed).")
-    e.add_argument("--model", default=d.model, help="zoo name, local path (a run's final/) "
-                                                    "or hub name")
-    _data_flags(e)
-    e.add_argument("--limit", type=positive_int, help="only the first N problems")
-    e.add_argument("--samples", type=positive_int, default=1, help="responses per problem")
-    e.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
-    e.add_argument("--max-new-tokens", type=positive_int, default=1024)
-    e.add_argument("--batch-size", type=positive_int, default=64)
-    e.add_argument("--device", default="auto")
-    e.add_argument("--dtype", help="fp32, bf16 or fp16")
-    e.add_argument("--out", help="a .jsonl of every response and its verdict")
-    e.set_defaults(func=_eval_command)

@@ -121,7 +121,7 @@ def write_log(out: str, rows: list[dict]) -> None:
 
 def plot_log(out: str, rows: list[dict]) -> None:
     """``grpo.png``: the panels of ``PANELS`` that the run logged, against the step."""
-    from ..ppo_cli import plot_history
+    from ..viz import plot_history
 
     panels = [(k, label) for k, label in PANELS if rows and all(k in r for r in rows)]
     plot_history(rows, os.path.join(out, PLOT), panels=panels, xlabel="GRPO step")

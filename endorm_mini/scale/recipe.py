@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..tasks import GSM8K_INSTRUCTION
+from ..worlds.gsm8k import GSM8K_INSTRUCTION
 
 GB = 1e9   # memory in decimal gigabytes (10⁹ bytes)
 

@@ -328,7 +328,7 @@ def _name(tokenizer) -> str:
 
 def _load_reference(name: str, tokenizer, device: torch.device, dtype: torch.dtype):
     """Load the frozen reference: eval mode, no gradients."""
-    from ..zoo import load
+    from ..models import load
 
     model, own_tokenizer = load(name, device=device, dtype=dtype)
     model.requires_grad_(False)   # frozen: the reward never trains
@@ -352,17 +352,3 @@ def _default_eos_ids(model, tokenizer) -> list[int]:
         else list(declared)
     ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     return ids + [t for t in declared if t not in ids]
-
-
-def arith_verifier(prompts, completions, **kwargs) -> list[float]:
-    """The tiny-arith answer check (``tasks.is_correct``) as a TRL reward function: 1.0 or 0.0.
-
-    Prompts and completions are text or chat messages (the last user / assistant turn).
-    """
-    from ..tasks import is_correct
-
-    def text(x):
-        return x if isinstance(x, str) else x[-1]["content"]
-
-    users = [p if isinstance(p, str) else [m for m in p if m["role"] == "user"] for p in prompts]
-    return [float(is_correct(text(u), text(c))) for u, c in zip(users, completions)]

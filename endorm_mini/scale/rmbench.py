@@ -214,6 +214,6 @@ def load_spread(name: str, dtype=None):
     if importlib.util.find_spec("accelerate") is None:  # transformers' device_map runs on it
         raise ValueError("--device-map auto needs the accelerate package: "
                          "pip install 'endorm-mini[scale]'")
-    from ..zoo import load
+    from ..models import load
 
     return load(name, dtype=dtype, device_map="auto")

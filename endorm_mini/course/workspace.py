@@ -1,0 +1,47 @@
+"""``endorm-mini start``: the learner's own folder of lessons, never overwritten.
+
+``lessons/`` is published, not worked in: :func:`start` copies lessons into a learner's
+folder (``my-lessons/``) and never overwrites a file there.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .cells import lesson_number
+
+WORKSPACE = "my-lessons"           # the learner's folder (`endorm-mini start`)
+
+
+def find_lessons() -> Path:
+    """The published lessons: ``./lessons`` when it has lessons, else the checkout's."""
+    for folder in (Path.cwd() / "lessons", Path(__file__).resolve().parents[2] / "lessons"):
+        if any(folder.glob("[0-9][0-9]_*.ipynb")):
+            return folder
+    raise FileNotFoundError("no lessons/NN_*.ipynb found here or beside the package: run "
+                            "`endorm-mini start` from a clone of the course repository, or "
+                            "pass --lessons PATH")
+
+
+def start(which: list[str], workspace: Path, lessons: Path | None = None) -> list[tuple[Path, bool]]:
+    """Copy lessons (``which``: numbers like ``"04"``/``"4"``, or ``"all"``) into the learner's
+    ``workspace``; never overwrites a file there. Returns ``(path, copied)`` per lesson."""
+    lessons = Path(lessons) if lessons else find_lessons()
+    available = {lesson_number(p): p for p in sorted(lessons.glob("[0-9][0-9]_*.ipynb"))}
+    if not which or "all" in which:
+        chosen = list(available.values())
+    else:
+        chosen = []
+        for item in which:
+            if not item.isdigit() or int(item) not in available:
+                raise ValueError(f"no lesson {item!r} in {lessons}; choose from "
+                                 f"{', '.join(f'{n:02d}' for n in available)} or all")
+            chosen.append(available[int(item)])
+    workspace.mkdir(parents=True, exist_ok=True)
+    done = []
+    for source in chosen:
+        target = workspace / source.name
+        copied = not target.exists()
+        if copied:
+            target.write_bytes(source.read_bytes())
+        done.append((target, copied))
+    return done
