@@ -1,12 +1,11 @@
 """A compact PPO for Hugging Face causal LMs, the endogenous reward built in (docs/paper.md §6).
 
-In CleanRL's order: config, rollout, rewards, GAE, losses and update, training loop; a run's
-files (log, checkpoints, resume, Ctrl-C) are in ``ppo_run``, ``endorm-mini ppo`` in ``ppo_cli``.
-The MDP is §1's, horizon H = max_new_tokens; an episode ends at eos or at H (V = 0 after both).
+In CleanRL's order: config, rollout, rewards, GAE, losses and update, training loop (a run's
+files: ``ppo_run``). The MDP is §1's, horizon H = max_new_tokens; an episode ends at eos or at H.
 PPO maximises ``r'_t = score_t − β (log π_θ − log π_ref)(a_t|s_t) − c_H log π_θ(a_t|s_t)``, the
 score being the frozen reference's endogenous reward r̂ (eq. 12; its one forward also gives
-log π_ref), a verifier, both, or a callable. Section 3.3's exact facts (§6), tested: with score
-= r̂ of π̂ = π_ref, c_H = α leaves π̂ optimal and β > 0 moves the policy to π ∝ π̂^{1+α/β}."""
+log π_ref), a verifier, both, or a callable. The course's closed-form optima (§6), tested: with
+r̂ of π̂ = π_ref, c_H = α leaves π̂ optimal; β > 0 moves the policy to π ∝ π̂^{1+α/β}."""
 from __future__ import annotations
 
 import copy
@@ -23,8 +22,9 @@ from . import ppo_run
 from .chat import ensure_pad_token, left_pad, prompt_ids
 from .device import resolve_device, resolve_dtype
 from .reward import endogenous_rewards
+from .verifiers import REWARD_KINDS
 
-REWARDS = ("endogenous", "endogenous_sum", "verifier", "hybrid", "custom")
+REWARDS = (*REWARD_KINDS, "endogenous_sum", "custom")  # PPO adds: the sum at eos, a reward_fn
 
 
 # ---------------------------------------------------------------- config
