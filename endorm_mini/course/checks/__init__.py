@@ -19,7 +19,6 @@ exercise here (importing ``endorm_mini.course.checks.lesson00`` on first use) an
 from __future__ import annotations
 
 import importlib
-import pkgutil
 import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
@@ -116,14 +115,6 @@ def get(exercise_id: str) -> Exercise:
         raise ValueError(f"no check is registered for exercise {exercise_id!r} "
                          f"(expected in {lesson_module(int(exercise_id.split('.')[0]))})")
     return REGISTRY[exercise_id]
-
-
-def all_exercises() -> list[Exercise]:
-    """Every exercise of every ``lessonNN`` module in this package, sorted by id."""
-    for info in pkgutil.iter_modules(__path__):
-        if info.name.startswith("lesson"):
-            importlib.import_module(f"{__name__}.{info.name}")
-    return sorted(REGISTRY.values(), key=_order)
 
 
 def is_stub(fn: Any, exercise_id: str) -> bool:
