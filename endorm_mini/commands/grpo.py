@@ -98,6 +98,9 @@ def register_cli(sub) -> None:
     p.add_argument("--vllm", action="store_true",
                    help="generate with vLLM colocated on the training GPUs (GRPOConfig's "
                         "use_vllm, vllm_mode='colocate')")
+    p.add_argument("--reuse-kl-reference", action="store_true",
+                   help="take the endogenous reward from TRL's KL reference forward (no second "
+                        "copy of the model; needs --beta > 0 and --alpha = --temperature)")
     p.add_argument("--out", default=d.out, help="run folder")
     p.add_argument("--save-every", type=positive_int, default=d.save_every,
                    help="a checkpoint every N steps (and after the last)")

@@ -55,6 +55,7 @@ class GRPORun:
     gradient_accumulation_steps: int = 1  #: micro-batches per step (memory, not the batch)
     temperature: float = 1.0        #: sampling temperature of the rollouts
     vllm: bool = False              #: generate with vLLM colocated on the training GPUs
+    reuse_kl_reference: bool = False  #: eq. 12 from TRL's KL reference forward (no 2nd copy)
     seed: int = 0                   #: seeds TRL (data order, sampling, initialisation)
     out: str = "runs/grpo"          #: run folder: checkpoints, log.csv, grpo.png, summary.json
     save_every: int = 20            #: a TRL checkpoint every N steps (and after the last)
@@ -77,6 +78,17 @@ class GRPORun:
             raise ValueError(f"beta must be ≥ 0, got {self.beta}")
         if self.eval_problems is not None and self.eval_problems < 0:
             raise ValueError(f"eval_problems must be ≥ 0, got {self.eval_problems}")
+        if self.reuse_kl_reference:
+            from .kl_reference import check_reusable
+
+            check_reusable(self.alpha, self.temperature, self.beta)
+            if self.reward == "verifier":
+                raise ValueError("--reuse-kl-reference gives the endogenous reward: it needs "
+                                 "--reward endogenous or hybrid")
+            if self.ref_model not in (None, self.model):
+                raise ValueError(f"--reuse-kl-reference: TRL's KL reference is the policy's "
+                                 f"starting weights ({self.model}), not --ref-model "
+                                 f"{self.ref_model}: drop one of the two")
         if self.eval_problems is None:
             self.eval_problems = grpo_data.ARITH_HELD_OUT if self.arithmetic else 0
 
@@ -98,7 +110,12 @@ def world_size() -> int:
 def grpo_config(run: GRPORun, weights: list[float], hub: dict | None = None):
     """TRL's ``GRPOConfig`` for ``run``: a step is ``prompts_per_step × num_generations``
     completions over all processes; on a CPU no bf16 and no gradient checkpointing (the
-    tiny run's speed), on a GPU both (TRL's defaults; bf16 where the GPU has it)."""
+    tiny run's speed), on a GPU both (TRL's defaults; bf16 where the GPU has it).
+
+    The policy is loaded in fp32 everywhere (TRL's default): on a GPU ``bf16=True`` is autocast
+    around fp32 master weights, so AdamW's steps of ~1e-6 are not lost to bf16 rounding; under
+    DeepSpeed its bf16 engine keeps the fp32 master copy in the (sharded) optimizer state.
+    """
     import torch
     from trl import GRPOConfig
 
@@ -119,7 +136,7 @@ def grpo_config(run: GRPORun, weights: list[float], hub: dict | None = None):
         lr_scheduler_type="constant", warmup_steps=0, beta=run.beta,
         reward_weights=weights, use_vllm=run.vllm, vllm_mode="colocate",
         use_cpu=not gpu, bf16=bf16, activation_checkpointing=gpu,
-        model_init_kwargs={"dtype": "bfloat16" if bf16 else "float32", **(hub or {})},
+        model_init_kwargs={"dtype": "float32", **(hub or {})},
         logging_steps=1, save_strategy="steps", save_steps=run.save_every, save_total_limit=2,
         report_to="none", disable_tqdm=True, dataloader_num_workers=0)
 
@@ -133,19 +150,39 @@ def reward_weights(run: GRPORun) -> list[float]:
 
 def reward_functions(run: GRPORun, tokenizer, tally: grpo_run.RankTally) -> list:
     """The endogenous reward of the frozen reference (eq. 12), then the verifier, each counted
-    by ``tally`` and logged by TRL as ``rewards/endogenous/…``, ``rewards/correct/…``."""
-    from .reward import EndogenousRewardFunction
+    by ``tally`` and logged by TRL as ``rewards/endogenous/…``, ``rewards/correct/…``.
 
+    A completion ends on the ids TRL stops on: the policy tokenizer's eos and every eos id of
+    the policy's ``generation_config.json`` (``policy_eos_ids``), whatever the reference is;
+    prompts are rendered with the policy's tokenizer (TRL's processing class)."""
+    from ..models import locate
+    from .kl_reference import KLReferenceReward
+    from .reward import EndogenousRewardFunction, policy_eos_ids
+
+    eos = policy_eos_ids(*_path_and_tokenizer(run.model, tokenizer))
     funcs = []
-    if run.reward != "verifier":
-        # Loaded here, once per process, on this process's device (bf16 on a GPU, fp32 on a
-        # CPU), frozen; the policy's tokenizer must be the reference's (refused otherwise).
+    if run.reward != "verifier" and run.reuse_kl_reference:
+        # No second copy: TRL's KL reference forward gives α Σ log π̂; V(s_{T+1}) for cut ones
+        funcs.append(tally.wrap("endogenous", KLReferenceReward(run.alpha, eos)))
+    elif run.reward != "verifier":
+        # Loaded here, once per process, whole on this process's device (bf16 on a GPU, fp32
+        # on a CPU; outside ZeRO-3's sharding), frozen; the policy's tokenizer must be the
+        # reference's (refused otherwise).
+        locate(run.ref_model or run.model)   # a bad --ref-model is one line
         endogenous = EndogenousRewardFunction(run.ref_model or run.model, alpha=run.alpha,
-                                              policy_tokenizer=tokenizer)
+                                              policy_tokenizer=tokenizer, eos_token_ids=eos)
         funcs.append(tally.wrap("endogenous", endogenous))
     verifier = verifiers.arith_verifier if run.arithmetic else verifiers.math_verifier
     funcs.append(tally.wrap("correct", verifier))
     return funcs
+
+
+def _path_and_tokenizer(model: str, tokenizer) -> tuple:
+    """``(path, tokenizer, hub options)`` of the policy, for ``policy_eos_ids``."""
+    from ..models import locate
+
+    path, hub = locate(model)
+    return path, tokenizer, hub
 
 
 def load_data(run: GRPORun, tokenizer) -> tuple[list[dict], list[dict]]:
@@ -169,6 +206,8 @@ def train(run: GRPORun, resume: bool = False) -> dict:
     from transformers import AutoTokenizer, PrinterCallback, ProgressCallback
     from trl import GRPOTrainer
 
+    from .kl_reference import reusing_trainer
+
     tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left", **hub)
     ensure_pad_token(tokenizer)
     train_rows, held = load_data(run, tokenizer)
@@ -178,8 +217,11 @@ def train(run: GRPORun, resume: bool = False) -> dict:
     tally = grpo_run.RankTally()
     args = grpo_config(run, reward_weights(run), hub)  # sets up the processes: the reward after
     funcs = reward_functions(run, tokenizer, tally)
-    trainer = GRPOTrainer(model=path, reward_funcs=funcs, args=args, train_dataset=dataset,
-                          processing_class=tokenizer)
+    trainer_class = reusing_trainer(GRPOTrainer) if run.reuse_kl_reference else GRPOTrainer
+    trainer = trainer_class(model=path, reward_funcs=funcs, args=args, train_dataset=dataset,
+                            processing_class=tokenizer)
+    if run.reuse_kl_reference:   # the reward reads the reference forward of the same step
+        trainer.kl_reference_reward = funcs[0].inner
     for callback in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(callback)
     trainer.add_callback(grpo_run.run_log_callback(run.out))

@@ -141,6 +141,7 @@ class RankTally:
             self.scored[name] += len(rewards)
             return rewards
         scored.__name__ = name
+        scored.inner = reward_function
         return scored
 
     def write(self, out: str, rank: int, world_size: int, first_step: int, last_step: int):
