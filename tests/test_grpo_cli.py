@@ -189,6 +189,9 @@ def test_a_local_data_file_and_a_qwen_model_run_end_to_end(tmp_path, capsys, qwe
     (["--dataset", "{data}", "--prompt-column", "question"],
      "--prompt-column 'question' is not a column"),
     (["--ref-model", "{qwen}"], "differs from the policy's"),   # another vocabulary
+    (["--reuse-kl-reference", "--beta", "0.01", "--alpha", "0.5"],
+     "needs --alpha equal to --temperature"),
+    (["--reuse-kl-reference"], "needs --beta > 0"),
 ])
 def test_bad_flags_are_one_line_and_exit_2(tmp_path, capsys, argv, message, qwen):
     data = tmp_path / "problems.jsonl"
