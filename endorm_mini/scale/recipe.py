@@ -145,7 +145,7 @@ def commands(out: str = "runs/math7b") -> str:
         f"    {system} \\",
         "    --reward endogenous --beta 0.01 --max-completion-length 1024 --learning-rate 1e-6 \\",
         "    --prompts-per-step 64 --num-generations 8 --gradient-accumulation-steps 16 \\",
-        f"    --steps 500 --save-every 50 --out {out}",
+        f"    --steps 500 --save-every 50 --reuse-kl-reference --out {out}",
         f"endorm-mini grpo-eval --model {MODEL} \\", *evaluate[:-1],
         f"{evaluate[-1]} --out {out}/math500-base.jsonl",
         f"endorm-mini grpo-eval --model {out}/final \\", *evaluate[:-1],
