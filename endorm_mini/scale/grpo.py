@@ -98,7 +98,10 @@ class GRPORun:
 
     def settings(self) -> dict:
         """What a resumed run must share with the run it continues."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in RESUMABLE}
+        settings = {k: v for k, v in dataclasses.asdict(self).items() if k not in RESUMABLE}
+        if not self.reuse_kl_reference:   # a run.json written before the option resumes
+            del settings["reuse_kl_reference"]
+        return settings
 
 
 # ---------------------------------------------------------------- TRL's pieces

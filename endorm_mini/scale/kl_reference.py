@@ -29,6 +29,9 @@ import torch
 from ..reward import soft_value
 
 RTOL = 1e-6   # α and the temperature are equal up to float rounding of the flags
+# logit rescalings TRL's fused LM head applies (trl/trainer/utils.py add_fused_lm_head)
+SCALED_LOGITS = ("final_logit_softcapping", "logit_scale", "output_multiplier",
+                 "lm_head_multiplier", "logits_scaling")
 
 
 def check_reusable(alpha: float, temperature: float, beta: float,
@@ -127,6 +130,12 @@ def last_values(model, hidden: torch.Tensor, alpha: float) -> torch.Tensor:
     gathered for the product under ZeRO-3 (TRL's ``maybe_gather_lm_head_ctx``)."""
     from trl.trainer.utils import maybe_gather_lm_head_ctx
 
+    config = model.config.get_text_config()
+    scaled = [k for k in SCALED_LOGITS if getattr(config, k, None) not in (None, 1.0)]
+    if scaled:   # TRL's fused head rescales these logits; V here would not match its log-probs
+        raise ValueError(f"--reuse-kl-reference: {type(model).__name__} sets {scaled[0]}, whose "
+                         "logits the reward's V(s_{T+1}) does not rescale; use the reward's "
+                         "own reference (drop --reuse-kl-reference)")
     head = model.get_output_embeddings()
     with maybe_gather_lm_head_ctx(head.weight, head.bias):
         logits = torch.nn.functional.linear(hidden.to(head.weight.dtype), head.weight, head.bias)
