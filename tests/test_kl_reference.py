@@ -9,7 +9,7 @@ import torch
 
 pytest.importorskip("trl")
 
-from endorm_mini import zoo  # noqa: E402
+from endorm_mini import models  # noqa: E402
 from endorm_mini.scale import grpo, kl_reference  # noqa: E402
 from endorm_mini.scale.grpo_run import RankTally  # noqa: E402
 from endorm_mini.scale.reward import (EndogenousRewardFunction, group_advantages,  # noqa: E402
@@ -19,7 +19,7 @@ TEMPERATURE = 0.7   # α = T ≠ 1: TRL's reference log-probs are at T
 
 
 def _rows(plain=False):
-    from endorm_mini.tasks import arith_answer, arith_problems
+    from endorm_mini.worlds import arith_answer, arith_problems
 
     return [{"prompt": p if plain else [{"role": "user", "content": p}],
              "answer": str(arith_answer(p))} for p in arith_problems()[::7]]
@@ -56,8 +56,8 @@ def test_reusing_trls_reference_gives_the_endogenous_advantages(tmp_path):
     V(s_1) per prompt, hence the same GRPO advantages, ended and cut completions alike."""
     from trl import GRPOTrainer
 
-    path = zoo.resolve("tiny-arith")
-    model, tokenizer = zoo.load("tiny-arith", device="cpu")
+    path = models.resolve("tiny-arith")
+    model, tokenizer = models.load("tiny-arith", device="cpu")
     own, reused = [], []
     reuse = kl_reference.KLReferenceReward(TEMPERATURE, tokenizer.eos_token_id)
     funcs = [_spy(reuse, reused, "reused"),
@@ -105,10 +105,10 @@ def test_the_policy_loads_in_fp32_and_a_1e_6_step_moves_it():
 
     config = grpo.grpo_config(grpo.GRPORun(out="unused"), [1.0, 0.0])
     kwargs = dict(config.model_init_kwargs)
-    policy = create_model_from_path(zoo.resolve("tiny-arith"), **kwargs)
+    policy = create_model_from_path(models.resolve("tiny-arith"), **kwargs)
     assert all(p.dtype == torch.float32 for p in policy.parameters())
     assert moved_by_one_step(policy) > 0.9
-    bf16 = create_model_from_path(zoo.resolve("tiny-arith"), **{**kwargs, "dtype": "bfloat16"})
+    bf16 = create_model_from_path(models.resolve("tiny-arith"), **{**kwargs, "dtype": "bfloat16"})
     assert moved_by_one_step(bf16) < 0.1        # the control: pure bf16 loses the step
 
 
@@ -128,7 +128,7 @@ def moved_by_one_step(model) -> float:
 # ---------------------------------------------------------------- built as the CLI builds it
 @pytest.fixture(scope="module")
 def qwen(tmp_path_factory):
-    from endorm_mini.offline import random_qwen2
+    from endorm_mini.course.offline import random_qwen2
 
     return random_qwen2(tmp_path_factory.mktemp("qwen") / "model")
 
@@ -157,7 +157,7 @@ def test_every_eos_id_of_a_policy_loaded_by_name_ends_a_completion(qwen):
 
 def test_another_reference_renders_prompts_with_the_policys_template(tmp_path):
     """--ref-model whose folder has another chat template: the prompts are the policy's."""
-    model, tokenizer = zoo.load("tiny-arith", device="cpu")
+    model, tokenizer = models.load("tiny-arith", device="cpu")
     other = copy.deepcopy(tokenizer)
     other.chat_template = "{% for m in messages %}<|user|>{{ m['content'] }}=={% endfor %}"
     folder = tmp_path / "reference"
@@ -176,7 +176,7 @@ def test_plain_text_prompts_get_the_special_tokens_trl_adds(tmp_path):
     ``trainer_prompt_ids`` (rendering with ``add_special_tokens=False`` would lose it)."""
     from tokenizers.processors import TemplateProcessing
 
-    model, tokenizer = zoo.load("tiny-arith", device="cpu")
+    model, tokenizer = models.load("tiny-arith", device="cpu")
     bos = tokenizer.bos_token
     tokenizer._tokenizer.post_processor = TemplateProcessing(
         single=f"{bos} $A", special_tokens=[(bos, tokenizer.bos_token_id)])

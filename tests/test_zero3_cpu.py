@@ -29,7 +29,7 @@ import json, sys
 import torch
 from endorm_mini.scale.grpo import GRPORun, grpo_config, reward_functions, reward_weights
 from endorm_mini.scale.grpo_run import RankTally
-from endorm_mini.zoo import resolve
+from endorm_mini.models import resolve
 from transformers import AutoTokenizer
 
 out, prompts, texts, ended = sys.argv[1], *map(json.loads, sys.argv[2:5])
@@ -92,10 +92,10 @@ def test_the_reward_under_zero3_is_whole_and_equals_one_process(tmp_path):
                                           json.dumps(TEXTS), json.dumps(ENDED)])
     assert done.returncode == 0, failure(done)
     ranks = [json.loads((tmp_path / f"rank-{r}.json").read_text()) for r in (0, 1)]
-    from endorm_mini import zoo
+    from endorm_mini import models
     from endorm_mini.scale.reward import EndogenousRewardFunction
 
-    model, tokenizer = zoo.load("tiny-arith", device="cpu")
+    model, tokenizer = models.load("tiny-arith", device="cpu")
     alone = EndogenousRewardFunction(model, tokenizer)
     ids = [tokenizer(t, add_special_tokens=False)["input_ids"]
            + ([tokenizer.eos_token_id] if e else []) for t, e in zip(TEXTS, ENDED)]
