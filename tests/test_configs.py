@@ -144,6 +144,36 @@ def test_the_memory_arithmetic_adds_up():
     assert max(cases.values()) < 80 < 16 * n / 1e9     # fits an 80 GB GPU only when sharded
 
 
+def test_the_one_gpu_budget_is_what_trl_builds(tmp_path):
+    """One GPU, no DeepSpeed (lesson 12's Colab budget): from the kit's GRPOConfig TRL trains an
+    fp32 policy (fp32 gradients, two fp32 Adam moments) and builds its KL reference in the
+    policy's dtype; the reward's own copy is bf16 on a GPU, dropped with the reuse option."""
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+    from trl import GRPOTrainer
+
+    from endorm_mini.models import resolve
+    from endorm_mini.scale.grpo import GRPORun, grpo_config
+
+    def zero(prompts, completions, **kwargs):
+        return [0.0] * len(prompts)
+
+    path = resolve("tiny-arith")
+    args = grpo_config(GRPORun(out=str(tmp_path), beta=0.01), [1.0])
+    trainer = GRPOTrainer(model=path, reward_funcs=[zero], args=args,
+                          processing_class=AutoTokenizer.from_pretrained(path),
+                          train_dataset=Dataset.from_list([{"prompt": "1+1="}] * 8))
+    size = {line.what.split(",")[0]: line.bytes_per_parameter for line in recipe.ONE_GPU}
+    weight = next(trainer.model.parameters()).element_size()
+    assert size["policy weights"] == size["policy gradients"] == weight   # grads: param dtype
+    assert size["Adam: 2 fp32 moments"] == 2 * weight
+    assert size["TRL's KL reference (beta 0.01)"] == \
+        next(trainer.ref_model.parameters()).element_size()
+    n = recipe.QWEN25_MATH_7B.parameters()
+    assert recipe.one_gpu(n) == (pytest.approx(22 * n / 1e9), [4, 4, 8, 4, 2])
+    assert recipe.one_gpu(n, reuse=True) == (pytest.approx(20 * n / 1e9), [4, 4, 8, 4])
+
+
 def test_the_recipe_commands_are_accepted_and_the_readme_prints_them():
     text = recipe.commands()
     trained = commands_in(text, "endorm_mini.cli")

@@ -83,6 +83,17 @@ BUDGET = (
     MemoryLine("the reward's frozen reference, bf16 (one per process)", 2, False, True),
     MemoryLine("policy gathered for generation, bf16 (transient)", 2, False),
 )
+# One GPU without DeepSpeed (configs/single_gpu.yaml, lesson 12's Colab section): the policy in
+# fp32 under bf16 autocast (TRL's default, and grpo_config's), so fp32 gradients and Adam's two
+# moments; TRL builds its KL reference in the policy's dtype (fp32); the reward's own reference
+# in bf16, none with --reuse-kl-reference. Nothing sharded, nothing to gather.
+ONE_GPU = (
+    MemoryLine("policy weights, fp32 (bf16 autocast)", 4, False),
+    MemoryLine("policy gradients, fp32", 4, False),
+    MemoryLine("Adam: 2 fp32 moments", 8, False),
+    MemoryLine("TRL's KL reference (beta 0.01), fp32 like the policy", 4, False),
+    MemoryLine("the reward's frozen reference, bf16", 2, False, True),
+)
 VLLM_UTILIZATION = 0.3   # TRL's default vllm_gpu_memory_utilization (colocate)
 GPU_MEMORY = 80.0        # GB of an H100 / A100 80GB
 CHECKPOINT_BYTES = 2 + 12  # a checkpoint-N: bf16 weights + fp32 master weights and moments
@@ -96,6 +107,14 @@ def per_gpu(parameters: int, gpus: int = GPUS, reuse: bool = False, vllm: bool =
              and not (vllm and "gathered" in line.what)]
     vllm_share = VLLM_UTILIZATION * GPU_MEMORY if vllm else 0.0
     return sum(line.per_gpu(parameters, gpus) for line in lines) + vllm_share
+
+
+def one_gpu(parameters: int, reuse: bool = False) -> tuple[float, list[int]]:
+    """GB on one GPU without DeepSpeed before activations, and the bytes a parameter of each
+    ``ONE_GPU`` line counted (the reward's own reference dropped with ``reuse``)."""
+    lines = [line for line in ONE_GPU if not (reuse and line.separate_only)]
+    return (sum(line.total(parameters) for line in lines),
+            [line.bytes_per_parameter for line in lines])
 
 
 def memory_table(parameters: int | None = None, gpus: int = GPUS) -> str:
