@@ -62,10 +62,12 @@ def test_endogenous_reward_raises_sampled_accuracy_single_process(tmp_path, caps
     assert (out / "grpo.png").stat().st_size > 0
     scored = read_json(out / "ranks" / "rank-0.json")["completions_scored"]
     assert scored == {"endogenous": STEPS * COMPLETIONS, "correct": STEPS * COMPLETIONS}
-    # final/ is the model that was evaluated: grpo-eval gives the same number
+    # final/ is the model that was evaluated: grpo-eval gives the same numbers, both labelled
     code, captured = run_cli(["grpo-eval", "--model", str(out / "final"), "--temperature", "1",
                               "--samples", "8", "--max-new-tokens", "4"], capsys)
-    assert code == 0 and f"accuracy {summary['accuracy']:.4f} on 100 problems" in captured.out
+    assert code == 0, captured.err
+    assert (f"greedy accuracy {summary['greedy_accuracy']:.4f}, sampled accuracy "
+            f"{summary['accuracy']:.4f} (T = 1, 8 per problem) on 100 problems") in captured.out
 
 
 def test_the_accuracy_check_fails_when_the_reward_points_away(tmp_path, capsys):
@@ -87,9 +89,78 @@ def test_grpo_eval_checks_each_answer_with_the_kits_verifier(tmp_path, capsys):
     code, captured = run_cli(["grpo-eval", "--model", "tiny-arith", "--dataset", str(data),
                               "--prompt-column", "problem", "--max-new-tokens", "4",
                               "--out", str(out)], capsys)
-    assert code == 0 and "accuracy 0.5000 on 2 problems" in captured.out
+    assert code == 0 and "greedy accuracy 0.5000, sampled accuracy " in captured.out
+    assert "(T = 1, 4 per problem) on 2 problems" in captured.out
     verdicts = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [(v["response"], v["correct"]) for v in verdicts] == [("7", True), ("18", False)]
+    greedy = [(v["response"], v["correct"]) for v in verdicts if v["decoding"] == "greedy"]
+    assert greedy == [("7", True), ("18", False)]
+    assert sum(v["decoding"] == "sampled" for v in verdicts) == 2 * 4
+    code, captured = run_cli(["grpo-eval", "--model", "tiny-arith", "--dataset", str(data),
+                              "--prompt-column", "problem", "--max-new-tokens", "4",
+                              "--greedy-only"], capsys)
+    assert code == 0 and "greedy accuracy 0.5000 on 2 problems" in captured.out
+    assert "sampled" not in captured.out
+
+
+@pytest.mark.parametrize("before, after, note", [
+    ({"greedy": 1.0, "sampled": 0.625}, {"greedy": 0.98, "sampled": 0.835}, True),  # issue 22
+    ({"greedy": 1.0, "sampled": 0.625}, {"greedy": 1.0, "sampled": 0.835}, True),
+    ({"greedy": 0.5, "sampled": 0.4}, {"greedy": 0.6, "sampled": 0.7}, False),   # more correct
+    ({"greedy": 1.0, "sampled": 0.8}, {"greedy": 0.9, "sampled": 0.7}, False),   # worse: no note
+    (None, {"greedy": 1.0, "sampled": 0.8}, False),                              # base unknown
+])
+def test_the_headline_says_more_confident_not_more_correct(before, after, note):
+    from endorm_mini.scale.grpo import headline
+
+    line = headline(before, after, samples=8, problems=100)
+    assert "held-out accuracy on 100 problems: greedy " in line
+    assert "sampled accuracy (T = 1, 8 per problem) " in line
+    assert f"→ {after['greedy']:.3f}" in line and f"→ {after['sampled']:.3f}" in line
+    assert ("more confident, not more correct" in line) == note
+
+
+KILL_AT_STEP = r"""
+import os, signal, sys
+from endorm_mini import cli
+from endorm_mini.scale import grpo_run
+
+write_log = grpo_run.write_log
+
+
+def killed_after(out, rows):   # a SIGKILL once step 3 is logged: checkpoint-2 is on disk
+    write_log(out, rows)
+    if rows and rows[-1]["step"] >= 3:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+grpo_run.write_log = killed_after
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_the_base_accuracy_survives_a_kill_and_resume(tmp_path, capsys):
+    """Killed (SIGKILL) before its end, the run wrote no summary; the resumed run's summary
+    and line still hold the base model's accuracy, measured before the first step."""
+    out, script = tmp_path / "run", tmp_path / "kill.py"
+    script.write_text(KILL_AT_STEP)
+    flags = ["grpo", "--out", str(out), "--steps", "4", "--save-every", "2",
+             "--eval-problems", "20", "--eval-samples", "2"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, str(script), *flags], env=env, capture_output=True,
+                          text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == -9, done.stderr[-3000:]
+    assert not (out / "summary.json").exists() and (out / "checkpoint-2").is_dir()
+    base = read_json(out / "base.json")
+    assert set(base) == {"greedy", "sampled"}
+    code, captured = run_cli([*flags, "--resume"], capsys)
+    assert code == 0, captured.err
+    summary = read_json(out / "summary.json")
+    assert (summary["base_greedy_accuracy"], summary["base_accuracy"]) == \
+        (base["greedy"], base["sampled"])
+    assert summary["steps"] == 4 and summary["accuracy"] is not None
+    assert f"greedy {base['greedy']:.3f} → " in captured.out
+    assert f"per problem) {base['sampled']:.3f} → " in captured.out
 
 
 def free_port() -> int:

@@ -236,7 +236,10 @@ def train(run: GRPORun, resume: bool = False) -> dict:
     if main:
         grpo_run.write_json(os.path.join(run.out, grpo_run.RUN), run.settings())
     # The first process measures the base alone; the others wait at training's first collective.
+    # base.json keeps it for the summary of a run killed and resumed before its end.
     before = evaluate(trainer, run, tokenizer, held) if main and not checkpoint else None
+    if before is not None:
+        grpo_run.write_json(os.path.join(run.out, grpo_run.BASE), before)
     first = grpo_run.checkpoint_step(checkpoint) + 1 if checkpoint else 1
     t0 = time.perf_counter()
     trainer.train(resume_from_checkpoint=checkpoint)
@@ -249,17 +252,53 @@ def train(run: GRPORun, resume: bool = False) -> dict:
     return finish(trainer, run, tokenizer, held, before, seconds, size)
 
 
-def evaluate(trainer, run: GRPORun, tokenizer, held: list[dict]) -> float | None:
-    """Sampled accuracy (T = 1) of the trainer's policy on the held-out problems (first
-    process only); ``None`` when there are none or DeepSpeed shards the weights."""
+def evaluate(trainer, run: GRPORun, tokenizer, held: list[dict]) -> dict | None:
+    """Accuracy of the trainer's policy on the held-out problems (first process only), greedy
+    and sampled (T = 1, ``eval_samples`` each): ``{"greedy", "sampled"}``; ``None`` when there
+    are none or DeepSpeed shards the weights."""
     if not held or trainer.is_deepspeed_enabled:
         return None
     model = trainer.accelerator.unwrap_model(trainer.model)
-    accuracy, _ = verifiers.sampled_accuracy(
-        model, tokenizer, held, run.arithmetic, run.eval_samples, run.max_completion_length,
-        system=run.system, seed=run.seed, device=trainer.accelerator.device)
+    figures = {}
+    for name, temperature in (("greedy", 0.0), ("sampled", 1.0)):
+        figures[name], _ = verifiers.sampled_accuracy(
+            model, tokenizer, held, run.arithmetic, run.eval_samples, run.max_completion_length,
+            temperature, system=run.system, seed=run.seed, device=trainer.accelerator.device)
     model.train()
-    return accuracy
+    return figures
+
+
+def base_figures(out: str) -> dict | None:
+    """The base model's held-out accuracy, measured before the first step of the run in
+    ``out``: ``base.json``, or the summary of a run that wrote none (``None``: not measured)."""
+    for name in (grpo_run.BASE, grpo_run.SUMMARY):
+        path = os.path.join(out, name)
+        if os.path.exists(path):
+            with open(path) as f:
+                saved = json.load(f)
+            if name == grpo_run.BASE:
+                return saved
+            if saved.get("base_accuracy") is not None:
+                return {"greedy": saved.get("base_greedy_accuracy"),
+                        "sampled": saved["base_accuracy"]}
+    return None
+
+
+def headline(before: dict | None, after: dict, samples: int, problems: int) -> str:
+    """Greedy and sampled accuracy before → after, both labelled; when sampling got better and
+    greedy decoding did not, the policy got more confident, not more correct: said so."""
+    def was(key):
+        value = (before or {}).get(key)
+        return "?" if value is None else f"{value:.3f}"
+
+    text = (f"held-out accuracy on {problems} problems: greedy {was('greedy')} → "
+            f"{after['greedy']:.3f}; sampled accuracy (T = 1, {samples} per problem) "
+            f"{was('sampled')} → {after['sampled']:.3f}")
+    if before and None not in (before.get("greedy"), before.get("sampled")) \
+            and after["sampled"] > before["sampled"] and after["greedy"] <= before["greedy"]:
+        text += (" (greedy did not rise: the policy got more confident, not more correct; "
+                 "its likeliest answer was already the one sampling now finds)")
+    return text
 
 
 def finish(trainer, run: GRPORun, tokenizer, held, before, seconds, size) -> dict:
@@ -267,23 +306,22 @@ def finish(trainer, run: GRPORun, tokenizer, held, before, seconds, size) -> dic
     rows = grpo_run.log_rows(trainer.state.log_history)
     grpo_run.write_log(run.out, rows)
     grpo_run.plot_log(run.out, rows)
-    summary_path = os.path.join(run.out, grpo_run.SUMMARY)
-    if before is None and os.path.exists(summary_path):  # resumed: the base is the first run's
-        with open(summary_path) as f:
-            before = json.load(f).get("base_accuracy")
+    if before is None:   # resumed: the base is the first run's
+        before = base_figures(run.out)
     after = evaluate(trainer, run, tokenizer, held)
-    summary = {"base_accuracy": before, "accuracy": after, "eval_problems": len(held),
+    summary = {"base_accuracy": (before or {}).get("sampled"),
+               "accuracy": after and after["sampled"],
+               "base_greedy_accuracy": (before or {}).get("greedy"),
+               "greedy_accuracy": after and after["greedy"], "eval_problems": len(held),
                "eval_samples": run.eval_samples, "steps": trainer.state.global_step,
                "processes": size, "seconds": round(seconds, 2), "reward": run.reward,
                "model": run.model, "ref_model": run.ref_model or run.model}
-    grpo_run.write_json(summary_path, summary)
+    grpo_run.write_json(os.path.join(run.out, grpo_run.SUMMARY), summary)
     where = f"{size} processes" if size > 1 else "1 process"
     if after is None:
         result = "no held-out accuracy (evaluate the final model with endorm-mini grpo-eval)"
     else:
-        base = "?" if before is None else f"{before:.3f}"
-        result = (f"sampled accuracy (T = 1, {run.eval_samples} per problem, {len(held)} "
-                  f"held-out problems): base {base} → {after:.3f}")
+        result = headline(before, after, run.eval_samples, len(held))
     print(f"{result} after {summary['steps']} GRPO steps on {where} ({seconds:.1f} s in this "
           f"run); wrote log.csv, grpo.png, summary.json, final/ to {run.out}")
     return summary
