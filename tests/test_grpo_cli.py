@@ -4,6 +4,7 @@ under ``torchrun --nproc_per_node 2`` (ACCELERATE_USE_CPU=1: gloo, both ranks sc
 goes on from a TRL checkpoint to the same numbers as an uninterrupted run; bad flags are one
 line, exit 2; without trl the command is absent."""
 import csv
+import importlib.util
 import json
 import os
 import socket
@@ -263,6 +264,12 @@ def test_a_local_data_file_and_a_qwen_model_run_end_to_end(tmp_path, capsys, qwe
     (["--reuse-kl-reference", "--beta", "0.01", "--alpha", "0.5"],
      "needs --alpha equal to --temperature"),
     (["--reuse-kl-reference"], "needs --beta > 0"),
+    pytest.param(["--vllm"], "--vllm: vllm is not installed", marks=pytest.mark.skipif(
+        bool(importlib.util.find_spec("vllm")), reason="vllm is installed")),
+    pytest.param(["--report-to", "wandb"], "--report-to wandb: wandb is not installed",
+                 marks=pytest.mark.skipif(bool(importlib.util.find_spec("wandb")),
+                                          reason="wandb is installed")),
+    (["--report-to", "mlflow"], "invalid choice: 'mlflow'"),
 ])
 def test_bad_flags_are_one_line_and_exit_2(tmp_path, capsys, argv, message, qwen):
     data = tmp_path / "problems.jsonl"
@@ -276,6 +283,14 @@ def test_bad_flags_are_one_line_and_exit_2(tmp_path, capsys, argv, message, qwen
     assert code == 2 and message in err, err
     assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()   # refused before anything was written
+
+
+def test_report_to_reaches_trls_config_and_a_resume_may_change_it():
+    from endorm_mini.scale.grpo import GRPORun, grpo_config
+
+    run = GRPORun(out="unused", report_to="tensorboard")
+    assert grpo_config(run, [1.0, 0.0]).report_to == ["tensorboard"]
+    assert run.settings() == GRPORun(out="unused").settings()   # logging changes nothing learnt
 
 
 def test_without_trl_the_command_is_absent_not_broken(monkeypatch, capsys):

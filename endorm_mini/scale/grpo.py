@@ -30,7 +30,10 @@ from ..verifiers import REWARD_KINDS as REWARDS
 from . import grpo_data, grpo_run
 
 # Settings a resumed run may change: they do not change what is learned.
-RESUMABLE = ("steps", "out", "save_every", "eval_samples")
+RESUMABLE = ("steps", "out", "save_every", "eval_samples", "report_to")
+# --report-to: TRL's (transformers') logging integrations -> the package each one needs
+REPORTERS = {"none": (), "tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",),
+             "trackio": ("trackio",)}
 
 
 @dataclass
@@ -61,6 +64,7 @@ class GRPORun:
     save_every: int = 20            #: a TRL checkpoint every N steps (and after the last)
     eval_problems: int | None = None  #: held-out problems (None: 100 for tiny-arith, else 0)
     eval_samples: int = 8           #: sampled responses (T = 1) per held-out problem
+    report_to: str = "none"         #: TRL's logging: none, tensorboard, wandb or trackio
 
     def __post_init__(self):
         if self.reward not in REWARDS:
@@ -76,6 +80,9 @@ class GRPORun:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.beta < 0:
             raise ValueError(f"beta must be ≥ 0, got {self.beta}")
+        if self.report_to not in REPORTERS:
+            raise ValueError(f"report_to must be one of {tuple(REPORTERS)}, got "
+                             f"{self.report_to!r}")
         if self.eval_problems is not None and self.eval_problems < 0:
             raise ValueError(f"eval_problems must be ≥ 0, got {self.eval_problems}")
         if self.reuse_kl_reference:
@@ -102,6 +109,24 @@ class GRPORun:
         if not self.reuse_kl_reference:   # a run.json written before the option resumes
             del settings["reuse_kl_reference"]
         return settings
+
+
+def check_installed(run: GRPORun) -> None:
+    """``ValueError`` (one line, exit 2) for an option whose package is not installed, before
+    anything loads or is written: ``--vllm`` without vllm, ``--report-to`` without its
+    logger."""
+    import importlib.util
+
+    def installed(*names):
+        return any(importlib.util.find_spec(name) is not None for name in names)
+
+    if run.vllm and not installed("vllm"):
+        raise ValueError("--vllm: vllm is not installed (pip install vllm, at a version TRL "
+                         "supports, on a GPU machine), or drop --vllm")
+    needs = REPORTERS[run.report_to]
+    if needs and not installed(*needs):
+        raise ValueError(f"--report-to {run.report_to}: {needs[0]} is not installed (pip "
+                         f"install {needs[0]}), or drop --report-to")
 
 
 # ---------------------------------------------------------------- TRL's pieces
@@ -141,7 +166,7 @@ def grpo_config(run: GRPORun, weights: list[float], hub: dict | None = None):
         use_cpu=not gpu, bf16=bf16, activation_checkpointing=gpu,
         model_init_kwargs={"dtype": "float32", **(hub or {})},
         logging_steps=1, save_strategy="steps", save_steps=run.save_every, save_total_limit=2,
-        report_to="none", disable_tqdm=True, dataloader_num_workers=0)
+        report_to=run.report_to, disable_tqdm=True, dataloader_num_workers=0)
 
 
 def reward_weights(run: GRPORun) -> list[float]:
@@ -203,6 +228,7 @@ def train(run: GRPORun, resume: bool = False) -> dict:
     from ..chat import ensure_pad_token
     from ..models import locate
 
+    check_installed(run)
     checkpoint = grpo_run.check_folder(run.out, resume, run.settings(), run.steps)
     path, hub = locate(run.model)   # a bad --model is one line, before the heavy imports
     from datasets import Dataset
