@@ -322,8 +322,7 @@ def headline(before: dict | None, after: dict, samples: int, problems: int) -> s
             f"{was('sampled')} → {after['sampled']:.3f}")
     if before and None not in (before.get("greedy"), before.get("sampled")) \
             and after["sampled"] > before["sampled"] and after["greedy"] <= before["greedy"]:
-        text += (" (greedy did not rise: the policy got more confident, not more correct; "
-                 "its likeliest answer was already the one sampling now finds)")
+        text += " (greedy did not rise: the policy got more confident, not more correct)"
     return text
 
 
