@@ -270,6 +270,7 @@ def test_a_local_data_file_and_a_qwen_model_run_end_to_end(tmp_path, capsys, qwe
                  marks=pytest.mark.skipif(bool(importlib.util.find_spec("wandb")),
                                           reason="wandb is installed")),
     (["--report-to", "mlflow"], "invalid choice: 'mlflow'"),
+    (["--trainer", "ppo"], "invalid choice: 'ppo'"),
 ])
 def test_bad_flags_are_one_line_and_exit_2(tmp_path, capsys, argv, message, qwen):
     data = tmp_path / "problems.jsonl"
@@ -291,6 +292,36 @@ def test_report_to_reaches_trls_config_and_a_resume_may_change_it():
     run = GRPORun(out="unused", report_to="tensorboard")
     assert grpo_config(run, [1.0, 0.0]).report_to == ["tensorboard"]
     assert run.settings() == GRPORun(out="unused").settings()   # logging changes nothing learnt
+
+
+@pytest.mark.parametrize("extra", [[], ["--reuse-kl-reference", "--beta", "0.01"]],
+                         ids=["own-reference", "reuse"])
+def test_rloo_from_the_command_line(tmp_path, capsys, monkeypatch, extra):
+    """``--trainer rloo``: TRL's RLOOTrainer with its own config, the same reward and files;
+    a run's trainer is one of the settings a resume must keep."""
+    import trl
+
+    from endorm_mini.scale.grpo import GRPORun
+
+    built = []
+
+    class Spy(trl.RLOOTrainer):
+        def __init__(self, *args, **kwargs):
+            built.append(type(kwargs["args"]).__name__)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(trl, "RLOOTrainer", Spy)
+    out = tmp_path / "rloo"
+    code, captured = run_cli(["grpo", "--trainer", "rloo", "--out", str(out), "--steps", "2",
+                              "--eval-problems", "0", *QUIET, *extra], capsys)
+    assert code == 0, captured.err
+    assert built == ["RLOOConfig"] and "after 2 RLOO steps" in captured.out
+    assert log_steps(out) == [1, 2]
+    assert read_json(out / "summary.json")["trainer"] == "rloo"
+    scored = read_json(out / "ranks" / "rank-0.json")["completions_scored"]
+    assert scored == {"endogenous": 2 * COMPLETIONS, "correct": 2 * COMPLETIONS}
+    assert "trainer" not in GRPORun(out="x").settings()   # old run.json files still resume
+    assert GRPORun(out="x", trainer="rloo").settings()["trainer"] == "rloo"
 
 
 def test_without_trl_the_command_is_absent_not_broken(monkeypatch, capsys):

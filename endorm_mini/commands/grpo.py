@@ -9,7 +9,7 @@ import os
 
 from .. import verifiers
 from ..scale import grpo_data
-from ..scale.grpo import REPORTERS, REWARDS, GRPORun, train
+from ..scale.grpo import REPORTERS, REWARDS, TRAINERS, GRPORun, train
 from .argtypes import positive_float, positive_int
 
 
@@ -108,6 +108,9 @@ def register_cli(sub) -> None:
     p.add_argument("--reuse-kl-reference", action="store_true",
                    help="take the endogenous reward from TRL's KL reference forward (no second "
                         "copy of the model; needs --beta > 0 and --alpha = --temperature)")
+    p.add_argument("--trainer", default=d.trainer, choices=TRAINERS,
+                   help="TRL's GRPOTrainer (group-mean baseline) or RLOOTrainer (leave-one-out "
+                        "baseline, the KL in the reward); the same flags and reward")
     p.add_argument("--report-to", default=d.report_to, choices=tuple(REPORTERS),
                    help="TRL's logging besides log.csv (the package must be installed)")
     p.add_argument("--out", default=d.out, help="run folder")

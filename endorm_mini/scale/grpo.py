@@ -32,6 +32,7 @@ from . import grpo_data, grpo_run
 # Settings a resumed run may change: they do not change what is learned.
 RESUMABLE = ("steps", "out", "save_every", "eval_samples", "report_to")
 # --report-to: TRL's (transformers') logging integrations -> the package each one needs
+TRAINERS = ("grpo", "rloo")    # TRL's GRPOTrainer, or RLOOTrainer (leave-one-out baseline)
 REPORTERS = {"none": (), "tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",),
              "trackio": ("trackio",)}
 
@@ -65,6 +66,7 @@ class GRPORun:
     eval_problems: int | None = None  #: held-out problems (None: 100 for tiny-arith, else 0)
     eval_samples: int = 8           #: sampled responses (T = 1) per held-out problem
     report_to: str = "none"         #: TRL's logging: none, tensorboard, wandb or trackio
+    trainer: str = "grpo"           #: TRL's GRPOTrainer or RLOOTrainer (same flags, same reward)
 
     def __post_init__(self):
         if self.reward not in REWARDS:
@@ -80,6 +82,8 @@ class GRPORun:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.beta < 0:
             raise ValueError(f"beta must be ≥ 0, got {self.beta}")
+        if self.trainer not in TRAINERS:
+            raise ValueError(f"trainer must be one of {TRAINERS}, got {self.trainer!r}")
         if self.report_to not in REPORTERS:
             raise ValueError(f"report_to must be one of {tuple(REPORTERS)}, got "
                              f"{self.report_to!r}")
@@ -108,6 +112,8 @@ class GRPORun:
         settings = {k: v for k, v in dataclasses.asdict(self).items() if k not in RESUMABLE}
         if not self.reuse_kl_reference:   # a run.json written before the option resumes
             del settings["reuse_kl_reference"]
+        if self.trainer == "grpo":        # so does one written before --trainer
+            del settings["trainer"]
         return settings
 
 
@@ -145,7 +151,7 @@ def grpo_config(run: GRPORun, weights: list[float], hub: dict | None = None):
     DeepSpeed its bf16 engine keeps the fp32 master copy in the (sharded) optimizer state.
     """
     import torch
-    from trl import GRPOConfig
+    from trl import GRPOConfig, RLOOConfig
 
     completions = run.prompts_per_step * run.num_generations
     per_step = world_size() * run.gradient_accumulation_steps
@@ -155,7 +161,8 @@ def grpo_config(run: GRPORun, weights: list[float], hub: dict | None = None):
                          f"{run.gradient_accumulation_steps} accumulation step(s)")
     gpu = torch.cuda.is_available() and os.environ.get("ACCELERATE_USE_CPU", "") != "1"
     bf16 = gpu and torch.cuda.is_bf16_supported()   # a T4 has none: fp32 there
-    return GRPOConfig(
+    config_class = RLOOConfig if run.trainer == "rloo" else GRPOConfig   # the same fields
+    return config_class(
         output_dir=run.out, max_steps=run.steps, seed=run.seed,
         per_device_train_batch_size=completions // per_step,
         gradient_accumulation_steps=run.gradient_accumulation_steps,
@@ -233,7 +240,7 @@ def train(run: GRPORun, resume: bool = False) -> dict:
     path, hub = locate(run.model)   # a bad --model is one line, before the heavy imports
     from datasets import Dataset
     from transformers import AutoTokenizer, PrinterCallback, ProgressCallback
-    from trl import GRPOTrainer
+    from trl import GRPOTrainer, RLOOTrainer
 
     from .kl_reference import reusing_trainer
 
@@ -246,7 +253,8 @@ def train(run: GRPORun, resume: bool = False) -> dict:
     tally = grpo_run.RankTally()
     args = grpo_config(run, reward_weights(run), hub)  # sets up the processes: the reward after
     funcs = reward_functions(run, tokenizer, tally)
-    trainer_class = reusing_trainer(GRPOTrainer) if run.reuse_kl_reference else GRPOTrainer
+    base = RLOOTrainer if run.trainer == "rloo" else GRPOTrainer
+    trainer_class = reusing_trainer(base) if run.reuse_kl_reference else base
     trainer = trainer_class(model=path, reward_funcs=funcs, args=args, train_dataset=dataset,
                             processing_class=tokenizer)
     if run.reuse_kl_reference:   # the reward reads the reference forward of the same step
@@ -340,6 +348,7 @@ def finish(trainer, run: GRPORun, tokenizer, held, before, seconds, size) -> dic
                "greedy_accuracy": after and after["greedy"], "eval_problems": len(held),
                "eval_samples": run.eval_samples, "steps": trainer.state.global_step,
                "processes": size, "seconds": round(seconds, 2), "reward": run.reward,
+               "trainer": run.trainer,
                "model": run.model, "ref_model": run.ref_model or run.model}
     grpo_run.write_json(os.path.join(run.out, grpo_run.SUMMARY), summary)
     where = f"{size} processes" if size > 1 else "1 process"
@@ -347,6 +356,6 @@ def finish(trainer, run: GRPORun, tokenizer, held, before, seconds, size) -> dic
         result = "no held-out accuracy (evaluate the final model with endorm-mini grpo-eval)"
     else:
         result = headline(before, after, run.eval_samples, len(held))
-    print(f"{result} after {summary['steps']} GRPO steps on {where} ({seconds:.1f} s in this "
+    print(f"{result} after {summary['steps']} {run.trainer.upper()} steps on {where} ({seconds:.1f} s in this "
           f"run); wrote log.csv, grpo.png, summary.json, final/ to {run.out}")
     return summary
