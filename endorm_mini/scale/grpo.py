@@ -356,6 +356,7 @@ def finish(trainer, run: GRPORun, tokenizer, held, before, seconds, size) -> dic
         result = "no held-out accuracy (evaluate the final model with endorm-mini grpo-eval)"
     else:
         result = headline(before, after, run.eval_samples, len(held))
-    print(f"{result} after {summary['steps']} {run.trainer.upper()} steps on {where} ({seconds:.1f} s in this "
-          f"run); wrote log.csv, grpo.png, summary.json, final/ to {run.out}")
+    print(f"{result} after {summary['steps']} {run.trainer.upper()} steps on {where} "
+          f"({seconds:.1f} s in this run); wrote log.csv, grpo.png, summary.json, final/ to "
+          f"{run.out}")
     return summary
