@@ -80,6 +80,11 @@ def test_each_config_is_valid_says_when_and_gives_a_command_we_accept(name):
         args = cli.build_parser().parse_args(argv)
         assert args.command == "grpo"
         assert args.vllm == (name == "vllm_colocate.yaml")
+        if "--num-generations" in argv:   # the recipe's step splits over the config's GPUs
+            per_step = config.num_processes * args.gradient_accumulation_steps
+            assert args.prompts_per_step * args.num_generations % per_step == 0
+        if args.reuse_kl_reference:
+            assert args.beta > 0 and args.alpha == args.temperature
 
 
 @pytest.mark.parametrize("edit", [
@@ -122,12 +127,51 @@ def test_the_parameter_count_is_a_real_qwen2s(tied):
 def test_the_memory_arithmetic_adds_up():
     n = recipe.QWEN25_MATH_7B.parameters()
     assert n == 7_615_616_512   # Qwen2.5-7B's published 7.61B (embeddings untied)
-    # by hand: (2 weights + 2 grads + 12 Adam + 2 KL reference) / 8 GPUs + 2 reward + 2 gathered
-    per_gpu = ((2 + 2 + 12 + 2) / 8 + 2 + 2) * n / 1e9
+    # by hand: (2 weights + 4 fp32 grads + 12 Adam + 2 KL reference) / 8 GPUs, then whole:
+    # 2 reward reference (not when reusing TRL's) + 2 gathered (vLLM: 0.3 × 80 GB instead)
+    sharded = (2 + 4 + 12 + 2) / 8 * n / 1e9
+    cases = {(False, False): sharded + 4 * n / 1e9, (True, False): sharded + 2 * n / 1e9,
+             (False, True): sharded + 2 * n / 1e9 + 24, (True, True): sharded + 24}
     table = recipe.memory_table()
-    assert f"**{per_gpu:.2f} GB**" in table and per_gpu == pytest.approx(47.60, abs=0.005)
+    for (reuse, vllm), want in cases.items():
+        assert recipe.per_gpu(n, reuse=reuse, vllm=vllm) == pytest.approx(want)
+        assert f"**{want:.2f} GB**" in table
+    assert cases[(False, False)] == pytest.approx(49.50, abs=0.005)
+    assert cases[(True, False)] == pytest.approx(34.27, abs=0.005)
     assert f"{16 * n / 1e9:.2f} GB" in table   # plain DDP: the whole 16 bytes a parameter
-    assert per_gpu < 80 < 16 * n / 1e9        # fits an 80 GB GPU only when sharded
+    assert f"{14 * n / 1e9:.2f} GB a checkpoint" in table
+    assert f"{(2 * 14 + 2) * n / 1e9:.2f} GB" in table   # 2 checkpoints kept + final/ in bf16
+    assert max(cases.values()) < 80 < 16 * n / 1e9     # fits an 80 GB GPU only when sharded
+
+
+def test_the_one_gpu_budget_is_what_trl_builds(tmp_path):
+    """One GPU, no DeepSpeed (lesson 12's Colab budget): from the kit's GRPOConfig TRL trains an
+    fp32 policy (fp32 gradients, two fp32 Adam moments) and builds its KL reference in the
+    policy's dtype; the reward's own copy is bf16 on a GPU, dropped with the reuse option."""
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+    from trl import GRPOTrainer
+
+    from endorm_mini.models import resolve
+    from endorm_mini.scale.grpo import GRPORun, grpo_config
+
+    def zero(prompts, completions, **kwargs):
+        return [0.0] * len(prompts)
+
+    path = resolve("tiny-arith")
+    args = grpo_config(GRPORun(out=str(tmp_path), beta=0.01), [1.0])
+    trainer = GRPOTrainer(model=path, reward_funcs=[zero], args=args,
+                          processing_class=AutoTokenizer.from_pretrained(path),
+                          train_dataset=Dataset.from_list([{"prompt": "1+1="}] * 8))
+    size = {line.what.split(",")[0]: line.bytes_per_parameter for line in recipe.ONE_GPU}
+    weight = next(trainer.model.parameters()).element_size()
+    assert size["policy weights"] == size["policy gradients"] == weight   # grads: param dtype
+    assert size["Adam: 2 fp32 moments"] == 2 * weight
+    assert size["TRL's KL reference (beta 0.01)"] == \
+        next(trainer.ref_model.parameters()).element_size()
+    n = recipe.QWEN25_MATH_7B.parameters()
+    assert recipe.one_gpu(n) == (pytest.approx(22 * n / 1e9), [4, 4, 8, 4, 2])
+    assert recipe.one_gpu(n, reuse=True) == (pytest.approx(20 * n / 1e9), [4, 4, 8, 4])
 
 
 def test_the_recipe_commands_are_accepted_and_the_readme_prints_them():

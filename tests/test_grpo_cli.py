@@ -4,6 +4,7 @@ under ``torchrun --nproc_per_node 2`` (ACCELERATE_USE_CPU=1: gloo, both ranks sc
 goes on from a TRL checkpoint to the same numbers as an uninterrupted run; bad flags are one
 line, exit 2; without trl the command is absent."""
 import csv
+import importlib.util
 import json
 import os
 import socket
@@ -62,10 +63,12 @@ def test_endogenous_reward_raises_sampled_accuracy_single_process(tmp_path, caps
     assert (out / "grpo.png").stat().st_size > 0
     scored = read_json(out / "ranks" / "rank-0.json")["completions_scored"]
     assert scored == {"endogenous": STEPS * COMPLETIONS, "correct": STEPS * COMPLETIONS}
-    # final/ is the model that was evaluated: grpo-eval gives the same number
+    # final/ is the model that was evaluated: grpo-eval gives the same numbers, both labelled
     code, captured = run_cli(["grpo-eval", "--model", str(out / "final"), "--temperature", "1",
                               "--samples", "8", "--max-new-tokens", "4"], capsys)
-    assert code == 0 and f"accuracy {summary['accuracy']:.4f} on 100 problems" in captured.out
+    assert code == 0, captured.err
+    assert (f"greedy accuracy {summary['greedy_accuracy']:.4f}, sampled accuracy "
+            f"{summary['accuracy']:.4f} (T = 1, 8 per problem) on 100 problems") in captured.out
 
 
 def test_the_accuracy_check_fails_when_the_reward_points_away(tmp_path, capsys):
@@ -87,9 +90,78 @@ def test_grpo_eval_checks_each_answer_with_the_kits_verifier(tmp_path, capsys):
     code, captured = run_cli(["grpo-eval", "--model", "tiny-arith", "--dataset", str(data),
                               "--prompt-column", "problem", "--max-new-tokens", "4",
                               "--out", str(out)], capsys)
-    assert code == 0 and "accuracy 0.5000 on 2 problems" in captured.out
+    assert code == 0 and "greedy accuracy 0.5000, sampled accuracy " in captured.out
+    assert "(T = 1, 4 per problem) on 2 problems" in captured.out
     verdicts = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [(v["response"], v["correct"]) for v in verdicts] == [("7", True), ("18", False)]
+    greedy = [(v["response"], v["correct"]) for v in verdicts if v["decoding"] == "greedy"]
+    assert greedy == [("7", True), ("18", False)]
+    assert sum(v["decoding"] == "sampled" for v in verdicts) == 2 * 4
+    code, captured = run_cli(["grpo-eval", "--model", "tiny-arith", "--dataset", str(data),
+                              "--prompt-column", "problem", "--max-new-tokens", "4",
+                              "--greedy-only"], capsys)
+    assert code == 0 and "greedy accuracy 0.5000 on 2 problems" in captured.out
+    assert "sampled" not in captured.out
+
+
+@pytest.mark.parametrize("before, after, note", [
+    ({"greedy": 1.0, "sampled": 0.625}, {"greedy": 0.98, "sampled": 0.835}, True),  # issue 22
+    ({"greedy": 1.0, "sampled": 0.625}, {"greedy": 1.0, "sampled": 0.835}, True),
+    ({"greedy": 0.5, "sampled": 0.4}, {"greedy": 0.6, "sampled": 0.7}, False),   # more correct
+    ({"greedy": 1.0, "sampled": 0.8}, {"greedy": 0.9, "sampled": 0.7}, False),   # worse: no note
+    (None, {"greedy": 1.0, "sampled": 0.8}, False),                              # base unknown
+])
+def test_the_headline_says_more_confident_not_more_correct(before, after, note):
+    from endorm_mini.scale.grpo import headline
+
+    line = headline(before, after, samples=8, problems=100)
+    assert "held-out accuracy on 100 problems: greedy " in line
+    assert "sampled accuracy (T = 1, 8 per problem) " in line
+    assert f"→ {after['greedy']:.3f}" in line and f"→ {after['sampled']:.3f}" in line
+    assert ("more confident, not more correct" in line) == note
+
+
+KILL_AT_STEP = r"""
+import os, signal, sys
+from endorm_mini import cli
+from endorm_mini.scale import grpo_run
+
+write_log = grpo_run.write_log
+
+
+def killed_after(out, rows):   # a SIGKILL once step 3 is logged: checkpoint-2 is on disk
+    write_log(out, rows)
+    if rows and rows[-1]["step"] >= 3:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+grpo_run.write_log = killed_after
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_the_base_accuracy_survives_a_kill_and_resume(tmp_path, capsys):
+    """Killed (SIGKILL) before its end, the run wrote no summary; the resumed run's summary
+    and line still hold the base model's accuracy, measured before the first step."""
+    out, script = tmp_path / "run", tmp_path / "kill.py"
+    script.write_text(KILL_AT_STEP)
+    flags = ["grpo", "--out", str(out), "--steps", "4", "--save-every", "2",
+             "--eval-problems", "20", "--eval-samples", "2"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, str(script), *flags], env=env, capture_output=True,
+                          text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == -9, done.stderr[-3000:]
+    assert not (out / "summary.json").exists() and (out / "checkpoint-2").is_dir()
+    base = read_json(out / "base.json")
+    assert set(base) == {"greedy", "sampled"}
+    code, captured = run_cli([*flags, "--resume"], capsys)
+    assert code == 0, captured.err
+    summary = read_json(out / "summary.json")
+    assert (summary["base_greedy_accuracy"], summary["base_accuracy"]) == \
+        (base["greedy"], base["sampled"])
+    assert summary["steps"] == 4 and summary["accuracy"] is not None
+    assert f"greedy {base['greedy']:.3f} → " in captured.out
+    assert f"per problem) {base['sampled']:.3f} → " in captured.out
 
 
 def free_port() -> int:
@@ -189,6 +261,16 @@ def test_a_local_data_file_and_a_qwen_model_run_end_to_end(tmp_path, capsys, qwe
     (["--dataset", "{data}", "--prompt-column", "question"],
      "--prompt-column 'question' is not a column"),
     (["--ref-model", "{qwen}"], "differs from the policy's"),   # another vocabulary
+    (["--reuse-kl-reference", "--beta", "0.01", "--alpha", "0.5"],
+     "needs --alpha equal to --temperature"),
+    (["--reuse-kl-reference"], "needs --beta > 0"),
+    pytest.param(["--vllm"], "--vllm: vllm is not installed", marks=pytest.mark.skipif(
+        bool(importlib.util.find_spec("vllm")), reason="vllm is installed")),
+    pytest.param(["--report-to", "wandb"], "--report-to wandb: wandb is not installed",
+                 marks=pytest.mark.skipif(bool(importlib.util.find_spec("wandb")),
+                                          reason="wandb is installed")),
+    (["--report-to", "mlflow"], "invalid choice: 'mlflow'"),
+    (["--trainer", "ppo"], "invalid choice: 'ppo'"),
 ])
 def test_bad_flags_are_one_line_and_exit_2(tmp_path, capsys, argv, message, qwen):
     data = tmp_path / "problems.jsonl"
@@ -202,6 +284,44 @@ def test_bad_flags_are_one_line_and_exit_2(tmp_path, capsys, argv, message, qwen
     assert code == 2 and message in err, err
     assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()   # refused before anything was written
+
+
+def test_report_to_reaches_trls_config_and_a_resume_may_change_it():
+    from endorm_mini.scale.grpo import GRPORun, grpo_config
+
+    run = GRPORun(out="unused", report_to="tensorboard")
+    assert grpo_config(run, [1.0, 0.0]).report_to == ["tensorboard"]
+    assert run.settings() == GRPORun(out="unused").settings()   # logging changes nothing learnt
+
+
+@pytest.mark.parametrize("extra", [[], ["--reuse-kl-reference", "--beta", "0.01"]],
+                         ids=["own-reference", "reuse"])
+def test_rloo_from_the_command_line(tmp_path, capsys, monkeypatch, extra):
+    """``--trainer rloo``: TRL's RLOOTrainer with its own config, the same reward and files;
+    a run's trainer is one of the settings a resume must keep."""
+    import trl
+
+    from endorm_mini.scale.grpo import GRPORun
+
+    built = []
+
+    class Spy(trl.RLOOTrainer):
+        def __init__(self, *args, **kwargs):
+            built.append(type(kwargs["args"]).__name__)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(trl, "RLOOTrainer", Spy)
+    out = tmp_path / "rloo"
+    code, captured = run_cli(["grpo", "--trainer", "rloo", "--out", str(out), "--steps", "2",
+                              "--eval-problems", "0", *QUIET, *extra], capsys)
+    assert code == 0, captured.err
+    assert built == ["RLOOConfig"] and "after 2 RLOO steps" in captured.out
+    assert log_steps(out) == [1, 2]
+    assert read_json(out / "summary.json")["trainer"] == "rloo"
+    scored = read_json(out / "ranks" / "rank-0.json")["completions_scored"]
+    assert scored == {"endogenous": 2 * COMPLETIONS, "correct": 2 * COMPLETIONS}
+    assert "trainer" not in GRPORun(out="x").settings()   # old run.json files still resume
+    assert GRPORun(out="x", trainer="rloo").settings()["trainer"] == "rloo"
 
 
 def test_without_trl_the_command_is_absent_not_broken(monkeypatch, capsys):

@@ -9,7 +9,7 @@ import os
 
 from .. import verifiers
 from ..scale import grpo_data
-from ..scale.grpo import GRPORun, REWARDS, train
+from ..scale.grpo import REPORTERS, REWARDS, TRAINERS, GRPORun, train
 from .argtypes import positive_float, positive_int
 
 
@@ -32,7 +32,8 @@ def _grpo_command(args: argparse.Namespace) -> int:
 
 
 def _eval_command(args: argparse.Namespace) -> int:
-    """Accuracy of ``--model`` on ``--dataset`` (all rows or ``--limit``), one process."""
+    """Greedy and sampled accuracy of ``--model`` on ``--dataset`` (all rows or ``--limit``),
+    one process, both printed and labelled."""
     from ..models import load
 
     _quiet_bars()
@@ -44,18 +45,24 @@ def _eval_command(args: argparse.Namespace) -> int:
         rows = grpo_data.load_rows(args.dataset, args.prompt_column, args.answer_column,
                                    args.split)
     rows = rows[:args.limit] if args.limit else rows
-    accuracy, judged = verifiers.sampled_accuracy(
-        model, tokenizer, rows, arithmetic, args.samples, args.max_new_tokens, args.temperature,
-        args.system, args.seed, args.batch_size, args.device)
+    decodings = [("greedy", 0.0)] + ([] if args.greedy_only else [("sampled", args.temperature)])
+    accuracy, records = {}, []
+    for decoding, temperature in decodings:
+        accuracy[decoding], judged = verifiers.sampled_accuracy(
+            model, tokenizer, rows, arithmetic, args.samples, args.max_new_tokens, temperature,
+            args.system, args.seed, args.batch_size, args.device)
+        records += [{"prompt": prompt, "answer": gold, "response": response, "correct": right,
+                     "decoding": decoding} for prompt, gold, response, right in judged]
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out, "w") as f:
-            for prompt, gold, response, right in judged:
-                f.write(json.dumps({"prompt": prompt, "answer": gold, "response": response,
-                                    "correct": right}, ensure_ascii=False) + "\n")
-    how = "greedy" if args.temperature == 0 else f"T = {args.temperature}, {args.samples} each"
-    print(f"accuracy {accuracy:.4f} on {len(rows)} problems of {args.dataset} ({how}; "
-          f"model {args.model})")
+            for record in records:
+                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    figures = f"greedy accuracy {accuracy['greedy']:.4f}"
+    if "sampled" in accuracy:
+        figures += (f", sampled accuracy {accuracy['sampled']:.4f} (T = {args.temperature:g}, "
+                    f"{args.samples} per problem)")
+    print(f"{figures} on {len(rows)} problems of {args.dataset} (model {args.model})")
     return 0
 
 
@@ -98,6 +105,14 @@ def register_cli(sub) -> None:
     p.add_argument("--vllm", action="store_true",
                    help="generate with vLLM colocated on the training GPUs (GRPOConfig's "
                         "use_vllm, vllm_mode='colocate')")
+    p.add_argument("--reuse-kl-reference", action="store_true",
+                   help="take the endogenous reward from TRL's KL reference forward (no second "
+                        "copy of the model; needs --beta > 0 and --alpha = --temperature)")
+    p.add_argument("--trainer", default=d.trainer, choices=TRAINERS,
+                   help="TRL's GRPOTrainer (group-mean baseline) or RLOOTrainer (leave-one-out "
+                        "baseline, the KL in the reward); the same flags and reward")
+    p.add_argument("--report-to", default=d.report_to, choices=tuple(REPORTERS),
+                   help="TRL's logging besides log.csv (the package must be installed)")
     p.add_argument("--out", default=d.out, help="run folder")
     p.add_argument("--save-every", type=positive_int, default=d.save_every,
                    help="a checkpoint every N steps (and after the last)")
@@ -110,14 +125,18 @@ def register_cli(sub) -> None:
     p.set_defaults(func=_grpo_command)
 
     e = sub.add_parser("grpo-eval", help="accuracy of a model on a math data set (math-verify)",
-                       description="Accuracy on MATH-500-style data with the kit's verifier "
-                                   "(verifiers.math_correct: math-verify when installed).")
+                       description="Greedy and sampled accuracy on MATH-500-style data with "
+                                   "the kit's verifier (verifiers.math_correct: math-verify "
+                                   "when installed).")
     e.add_argument("--model", default=d.model, help="zoo name, local path (a run's final/) "
                                                     "or hub name")
     _data_flags(e)
     e.add_argument("--limit", type=positive_int, help="only the first N problems")
-    e.add_argument("--samples", type=positive_int, default=1, help="responses per problem")
-    e.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
+    e.add_argument("--samples", type=positive_int, default=4,
+                   help="sampled responses per problem (beside the greedy one)")
+    e.add_argument("--temperature", type=positive_float, default=1.0,
+                   help="the sampling temperature (> 0; greedy accuracy is always measured)")
+    e.add_argument("--greedy-only", action="store_true", help="greedy accuracy alone")
     e.add_argument("--max-new-tokens", type=positive_int, default=1024)
     e.add_argument("--batch-size", type=positive_int, default=64)
     e.add_argument("--device", default="auto")

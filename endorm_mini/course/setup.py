@@ -146,6 +146,9 @@ def setup_notebook(cpu_model: str = CPU_MODEL, gpu_model: str = GPU_MODEL, seed:
     if device == "cpu":
         # ~100k-parameter models: thread hand-offs cost more than the matmuls (4× measured).
         torch.set_num_threads(1)
+        # DeepSpeed, where installed (the dev extra), looks for a GPU when TRL or accelerate
+        # first asks it and prints a timestamped warning that it found none: tell it instead.
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)

@@ -6,6 +6,8 @@ trainer state with its log history) and, written by the first process only:
 - ``run.json``: the settings that decide what is learned (a resumed run must share them);
 - ``log.csv``: one row of metrics per GRPO step, rewritten (atomically) after every step from
   the trainer's log history, so a resumed run's log goes on from its checkpoint's;
+- ``base.json``: the base model's held-out accuracy (greedy and sampled), measured before the
+  first step, so that a run killed and resumed still reports it;
 - ``grpo.png`` and ``summary.json`` at the end (accuracy before → after, steps, processes).
 
 Every process writes ``ranks/rank-R.json``: how many completions it scored with each reward
@@ -28,6 +30,7 @@ from tqdm.auto import tqdm
 from ..ppo_run import differences
 
 RUN, LOG, PLOT, SUMMARY, RANKS = "run.json", "log.csv", "grpo.png", "summary.json", "ranks"
+BASE = "base.json"
 # log.csv column <- TRL's log key (the columns present in the run are written, in this order)
 COLUMNS = {
     "reward": "reward",                               # the weighted sum GRPO trains on
@@ -141,6 +144,7 @@ class RankTally:
             self.scored[name] += len(rewards)
             return rewards
         scored.__name__ = name
+        scored.inner = reward_function
         return scored
 
     def write(self, out: str, rank: int, world_size: int, first_step: int, last_step: int):

@@ -56,10 +56,12 @@ GPUS = 8
 @dataclass(frozen=True)
 class MemoryLine:
     """One line of the budget: ``bytes_per_parameter × parameters``, on each GPU whole or
-    sharded over the GPUs by ZeRO-3."""
+    sharded over the GPUs by ZeRO-3; ``separate_only``: only with the reward's own reference
+    copy (not with ``--reuse-kl-reference``)."""
     what: str
     bytes_per_parameter: int
     sharded: bool
+    separate_only: bool = False
 
     def total(self, parameters: int) -> float:
         return self.bytes_per_parameter * parameters / GB
@@ -68,33 +70,83 @@ class MemoryLine:
         return self.total(parameters) / (gpus if self.sharded else 1)
 
 
-# Mixed precision as in the ZeRO paper (Rajbhandari et al. 2020): bf16 weights and gradients,
-# fp32 master weights and Adam's two moments (K = 12 bytes). DeepSpeed can keep gradients in
-# fp32 instead (2 more bytes a parameter). Activations, the KV cache and logits come on top.
+# DeepSpeed ZeRO-3 with bf16 (its bf16 engine): bf16 weights, gradients reduced into fp32
+# partitions, fp32 master weights and Adam's two moments, all sharded; TRL's KL reference is
+# prepared by DeepSpeed too (sharded, bf16). The reward's own reference is one whole bf16 copy
+# per process (loaded outside zero.Init); --reuse-kl-reference drops it (eq. 12 from TRL's
+# KL reference forward). Activations, the KV cache and logits come on top.
 BUDGET = (
     MemoryLine("policy weights, bf16", 2, True),
-    MemoryLine("policy gradients, bf16", 2, True),
+    MemoryLine("policy gradients, fp32 partitions (DeepSpeed)", 4, True),
     MemoryLine("Adam: fp32 master weights + 2 moments", 12, True),
     MemoryLine("TRL's KL reference (beta 0.01), bf16", 2, True),
-    MemoryLine("the reward's frozen reference, bf16 (one per process)", 2, False),
+    MemoryLine("the reward's frozen reference, bf16 (one per process)", 2, False, True),
     MemoryLine("policy gathered for generation, bf16 (transient)", 2, False),
 )
+# One GPU without DeepSpeed (configs/single_gpu.yaml, lesson 12's Colab section): the policy in
+# fp32 under bf16 autocast (TRL's default, and grpo_config's), so fp32 gradients and Adam's two
+# moments; TRL builds its KL reference in the policy's dtype (fp32); the reward's own reference
+# in bf16, none with --reuse-kl-reference. Nothing sharded, nothing to gather.
+ONE_GPU = (
+    MemoryLine("policy weights, fp32 (bf16 autocast)", 4, False),
+    MemoryLine("policy gradients, fp32", 4, False),
+    MemoryLine("Adam: 2 fp32 moments", 8, False),
+    MemoryLine("TRL's KL reference (beta 0.01), fp32 like the policy", 4, False),
+    MemoryLine("the reward's frozen reference, bf16", 2, False, True),
+)
+VLLM_UTILIZATION = 0.3   # TRL's default vllm_gpu_memory_utilization (colocate)
+GPU_MEMORY = 80.0        # GB of an H100 / A100 80GB
+CHECKPOINT_BYTES = 2 + 12  # a checkpoint-N: bf16 weights + fp32 master weights and moments
+SAVE_TOTAL_LIMIT = 2     # checkpoints kept by endorm-mini grpo (GRPOConfig.save_total_limit)
+
+
+def per_gpu(parameters: int, gpus: int = GPUS, reuse: bool = False, vllm: bool = False) -> float:
+    """GB a GPU before activations: the budget's lines for the option; with vLLM colocate its
+    share of the GPU (its own bf16 weights and KV cache) replaces the gathered policy."""
+    lines = [line for line in BUDGET if not (reuse and line.separate_only)
+             and not (vllm and "gathered" in line.what)]
+    vllm_share = VLLM_UTILIZATION * GPU_MEMORY if vllm else 0.0
+    return sum(line.per_gpu(parameters, gpus) for line in lines) + vllm_share
+
+
+def one_gpu(parameters: int, reuse: bool = False) -> tuple[float, list[int]]:
+    """GB on one GPU without DeepSpeed before activations, and the bytes a parameter of each
+    ``ONE_GPU`` line counted (the reward's own reference dropped with ``reuse``)."""
+    lines = [line for line in ONE_GPU if not (reuse and line.separate_only)]
+    return (sum(line.total(parameters) for line in lines),
+            [line.bytes_per_parameter for line in lines])
 
 
 def memory_table(parameters: int | None = None, gpus: int = GPUS) -> str:
-    """The budget of the 7B run as a Markdown table, the arithmetic in every row."""
+    """The budget of the 7B run as a Markdown table, the arithmetic in every row, for the
+    reward's own reference copy and for ``--reuse-kl-reference``, with transformers' generate
+    or vLLM colocate; then the disk a run's checkpoints take."""
     n = QWEN25_MATH_7B.parameters() if parameters is None else parameters
-    lines = [f"| what | bytes × parameters | total | per GPU ({gpus} GPUs, ZeRO-3) |",
-             "|---|---|---|---|"]
+    lines = [f"| what | bytes × parameters | total | per GPU ({gpus} GPUs, ZeRO-3): own "
+             "reference | with --reuse-kl-reference |", "|---|---|---|---|---|"]
     for line in BUDGET:
         share = f"÷ {gpus} = " if line.sharded else "whole: "
+        own = f"{share}{line.per_gpu(n, gpus):.2f} GB"
         lines.append(f"| {line.what} | {line.bytes_per_parameter} × {n:,} | "
-                     f"{line.total(n):.2f} GB | {share}{line.per_gpu(n, gpus):.2f} GB |")
-    per_gpu = sum(line.per_gpu(n, gpus) for line in BUDGET)
-    trained = sum(line.total(n) for line in BUDGET[:3])
-    lines.append(f"| **per GPU, before activations** | | | **{per_gpu:.2f} GB** |")
-    lines.append(f"| without sharding (plain DDP), the trained policy alone | 16 × {n:,} | "
+                     f"{line.total(n):.2f} GB | {own} | {'—' if line.separate_only else own} |")
+    lines.append(f"| **per GPU, before activations** (transformers' generate) | | | "
+                 f"**{per_gpu(n, gpus):.2f} GB** | **{per_gpu(n, gpus, reuse=True):.2f} GB** |")
+    share = VLLM_UTILIZATION * GPU_MEMORY
+    lines.append(f"| vLLM colocate in place of the gathered policy: {VLLM_UTILIZATION} of an "
+                 f"{GPU_MEMORY:.0f} GB GPU (its bf16 weights + KV cache) | | {share:.2f} GB | "
+                 f"whole: {share:.2f} GB | whole: {share:.2f} GB |")
+    lines.append(f"| **per GPU, before activations, with vLLM colocate** | | | "
+                 f"**{per_gpu(n, gpus, vllm=True):.2f} GB** | "
+                 f"**{per_gpu(n, gpus, reuse=True, vllm=True):.2f} GB** |")
+    trained = 16 * n / GB
+    lines.append(f"| without sharding (plain DDP), the trained policy alone: fp32 weights, "
+                 f"gradients, 2 moments | 16 × {n:,} | {trained:.2f} GB | whole: "
                  f"{trained:.2f} GB | whole: {trained:.2f} GB |")
+    checkpoint = CHECKPOINT_BYTES * n / GB
+    disk = SAVE_TOTAL_LIMIT * checkpoint + 2 * n / GB
+    lines.append(f"| disk: a checkpoint-N (bf16 weights + fp32 master and moments), "
+                 f"{SAVE_TOTAL_LIMIT} kept, + final/ in bf16 | {CHECKPOINT_BYTES} × {n:,} "
+                 f"each | {disk:.2f} GB | {checkpoint:.2f} GB a checkpoint | same |")
     return "\n".join(lines)
 
 
@@ -112,7 +164,7 @@ def commands(out: str = "runs/math7b") -> str:
         f"    {system} \\",
         "    --reward endogenous --beta 0.01 --max-completion-length 1024 --learning-rate 1e-6 \\",
         "    --prompts-per-step 64 --num-generations 8 --gradient-accumulation-steps 16 \\",
-        f"    --steps 500 --save-every 50 --out {out}",
+        f"    --steps 500 --save-every 50 --reuse-kl-reference --out {out}",
         f"endorm-mini grpo-eval --model {MODEL} \\", *evaluate[:-1],
         f"{evaluate[-1]} --out {out}/math500-base.jsonl",
         f"endorm-mini grpo-eval --model {out}/final \\", *evaluate[:-1],

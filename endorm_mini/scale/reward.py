@@ -15,6 +15,7 @@ Nothing here imports ``trl``, ``accelerate`` or ``datasets`` at module level.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 import os
@@ -196,8 +197,13 @@ class EndogenousRewardFunction:
     device, dtype:     where and in what precision the reference runs (see ``model``).
     policy_tokenizer:  the trainer's processing class; refused unless its vocabulary is the
                        reference's (the reward scores the policy's ids with the reference).
-    eos_token_ids:     ids that end a completion; default the tokenizer's eos plus the
-                       reference's ``generation_config.eos_token_id`` (TRL's rule).
+                       Prompts are rendered with it (its chat template, its special tokens),
+                       as the trainer rendered them, whatever the reference's template is.
+    eos_token_ids:     ids that end a completion; default TRL's rule on what is given: the
+                       tokenizer's eos plus every ``generation_config.eos_token_id`` (read
+                       from the folder when the reference is loaded by name). A trainer stops
+                       on its policy's ids: pass those (``policy_eos_ids``) with another
+                       reference.
     chat_template_kwargs: ``GRPOConfig.chat_template_kwargs``, when the run sets them.
     chunk_size, batch_tokens: passed to ``EndogenousReward``.
     name:              the ``__name__`` TRL logs the reward under.
@@ -221,7 +227,9 @@ class EndogenousRewardFunction:
             device = resolve_device(device) if device is not None else _process_device()
             if dtype is None:   # bf16 on a GPU, fp32 on a CPU
                 dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-            model, tokenizer = _load_reference(str(model), tokenizer, device, dtype)
+            model, tokenizer, declared = _load_reference(str(model), tokenizer, device, dtype)
+            if eos_token_ids is None:
+                eos_token_ids = union_eos_ids(tokenizer, declared)
         elif tokenizer is None:
             raise ValueError("tokenizer: a loaded model needs its tokenizer "
                              "(or pass a model name and it is loaded with its own)")
@@ -233,6 +241,8 @@ class EndogenousRewardFunction:
                                        dtype=dtype, chunk_size=chunk_size,
                                        batch_tokens=batch_tokens)
         self.tokenizer = tokenizer
+        # The trainer renders prompts with its processing class: so do we (same vocabulary).
+        self.render_tokenizer = policy_tokenizer if policy_tokenizer is not None else tokenizer
         self.reduce = reduce
         self.verifier = verifier
         self.verifier_weight = float(verifier_weight)
@@ -282,7 +292,8 @@ class EndogenousRewardFunction:
         if new:
             if len(self._rendered) + len(new) > RENDER_CACHE:
                 self._rendered.clear()
-            ids = trainer_prompt_ids(self.tokenizer, list(new.values()), self.chat_template_kwargs)
+            ids = trainer_prompt_ids(self.render_tokenizer, list(new.values()),
+                                     self.chat_template_kwargs)
             self._rendered.update(zip(new, ids))
         return [self._rendered[k] for k in keys]
 
@@ -327,12 +338,69 @@ def _name(tokenizer) -> str:
 
 
 def _load_reference(name: str, tokenizer, device: torch.device, dtype: torch.dtype):
-    """Load the frozen reference: eval mode, no gradients."""
-    from ..models import load
+    """Load the frozen reference: eval mode, no gradients, whole on this process (outside
+    DeepSpeed's ``zero.Init`` when ZeRO-3 is on: see :func:`outside_zero3`). Returns
+    ``(model, tokenizer, eos ids its folder's generation config declares)``: ``models.load``
+    sets the model's generation config to the tokenizer's single eos, so they are read first.
+    """
+    from ..models import load, locate
 
-    model, own_tokenizer = load(name, device=device, dtype=dtype)
+    declared = declared_eos_ids(*locate(name))
+    with outside_zero3():
+        model, own_tokenizer = load(name, device=device, dtype=dtype)
     model.requires_grad_(False)   # frozen: the reward never trains
-    return model, tokenizer or own_tokenizer
+    return model, tokenizer or own_tokenizer, declared
+
+
+def declared_eos_ids(path: str, hub: dict | None = None) -> list[int]:
+    """The eos ids of the ``generation_config.json`` at ``path`` (none: ``[]``)."""
+    from transformers import GenerationConfig
+
+    try:
+        config = GenerationConfig.from_pretrained(path, **(hub or {}))
+    except (OSError, ValueError):   # no generation_config.json: the tokenizer's eos alone
+        return []
+    return _as_ids(config.eos_token_id)
+
+
+def union_eos_ids(tokenizer, declared) -> list[int]:
+    """TRL's rule (``GRPOTrainer.__init__``): the tokenizer's eos, then every declared id."""
+    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    return ids + [t for t in _as_ids(declared) if t not in ids]
+
+
+def policy_eos_ids(path: str, tokenizer, hub: dict | None = None) -> list[int]:
+    """The ids TRL stops a completion on when it loads the policy from ``path``: the policy
+    tokenizer's eos and every eos id of the folder's generation config."""
+    return union_eos_ids(tokenizer, declared_eos_ids(path, hub))
+
+
+def _as_ids(ids) -> list[int]:
+    return [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
+
+
+@contextlib.contextmanager
+def outside_zero3():
+    """Load a model whole, not through DeepSpeed's ``zero.Init``, while transformers' ZeRO-3 mode
+    is on (``TrainingArguments`` switches it on under an accelerate ZeRO-3 config): a frozen
+    reward model that no DeepSpeed engine wraps would otherwise stay sharded (its embedding a
+    (0,) tensor on every process) and nothing would gather it. transformers' own switch:
+    ``unset_hf_deepspeed_config`` then ``set_hf_deepspeed_config`` with the same object."""
+    try:
+        from transformers.integrations import deepspeed as hf_deepspeed
+    except ImportError:   # a transformers without the integration: no ZeRO-3 mode
+        yield
+        return
+    weak = getattr(hf_deepspeed, "_hf_deepspeed_config_weak_ref", None)
+    config = weak() if weak is not None else None
+    if config is None:
+        yield
+        return
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        hf_deepspeed.set_hf_deepspeed_config(config)
 
 
 def _process_device() -> torch.device:
@@ -347,8 +415,5 @@ def _process_device() -> torch.device:
 def _default_eos_ids(model, tokenizer) -> list[int]:
     """TRL's rule: the tokenizer's eos and every eos id of the model's generation config."""
     config = getattr(model, "generation_config", None)
-    declared = getattr(config, "eos_token_id", None)
-    declared = [] if declared is None else [declared] if isinstance(declared, int) \
-        else list(declared)
-    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    return ids + [t for t in declared if t not in ids]
+    return union_eos_ids(tokenizer, getattr(config, "eos_token_id", None))
+
