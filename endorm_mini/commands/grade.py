@@ -4,11 +4,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..course.grade import GradeReport, NotebookError, grade_notebook, print_report, table
-from ..course.cells import BACKUPS
-
 
 def _notebook_paths(items: list[str]) -> list[Path]:
+    from ..course.cells import BACKUPS
+
     out = []
     for item in items:
         p = Path(item)
@@ -24,11 +23,16 @@ def _grade_command(args) -> int:
     import csv
     import json
 
+    from ..course.grade import GradeReport, NotebookError, grade_notebook, print_report, table
+
+    for flag, out in (("--csv", args.csv), ("--json", args.json)):
+        if out and out != "-":
+            _check_output_file(flag, out)
     paths = _notebook_paths(args.notebooks)
     batch = len(paths) > 1 or args.csv or args.json or any(Path(n).is_dir() for n in args.notebooks)
     if not paths:
         raise FileNotFoundError(f"no notebooks in {', '.join(args.notebooks)}")
-    reports: list[GradeReport] = []
+    reports: list = []
     progress = paths
     if batch:
         from tqdm import tqdm
@@ -71,8 +75,22 @@ def _grade_command(args) -> int:
     return 0 if passed == total and clean else 1
 
 
+def _check_output_file(flag: str, path: str) -> None:
+    """A file to write: not a folder, in a folder that can be written (before any grading)."""
+    from ..runfolder import check_writable
+
+    if Path(path).is_dir():
+        raise ValueError(f"{flag} {path}: that is a folder; give a file name")
+    check_writable(Path(path).parent, flag)
+
+
 def register_cli(sub) -> None:
-    p = sub.add_parser("grade", help="run notebooks, re-test each exercise out of them, print a score")
+    p = sub.add_parser("grade", help="run notebooks, re-test each exercise out of them, print a score",
+                       description="Run each learner notebook (under nbval) and re-test each "
+                                   "exercise function out of it in a fresh process, by the judge "
+                                   "check() uses: only the re-test scores, not what the "
+                                   "notebook's check cells printed. One table per notebook; "
+                                   "--csv/--json for a class. Exit 0 when all passed, else 1.")
     p.add_argument("notebooks", nargs="+", help="learner notebooks or folders of them (my-lessons/)")
     p.add_argument("--timeout", type=float, default=300, help="seconds allowed per cell")
     p.add_argument("--limit", type=float, default=1800,
