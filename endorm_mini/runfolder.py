@@ -50,6 +50,21 @@ def check_writable(path, flag: str = "--out") -> Path:
     return folder
 
 
+def check_output_file(path, flag: str = "--out") -> Path:
+    """``path`` as a ``Path`` when it is a file this process can write (its folder exists or
+    can be made; the file itself is not made here); else a one-line ``ValueError``."""
+    target = Path(path).expanduser()
+    if target.is_dir():
+        raise ValueError(f"{flag} {path}: that is a folder; give a file name")
+    try:
+        check_writable(target.parent, flag)
+    except ValueError as err:
+        why = str(err).split(": ", 1)[1]
+        raise ValueError(f"{flag} {path}: it cannot be written: its folder {target.parent}: "
+                         f"{why}") from None
+    return target
+
+
 def owner(folder: Path) -> str | None:
     """The command that wrote ``folder``: its record, else guessed from its files."""
     record = folder / RECORD

@@ -225,3 +225,16 @@ def test_ctrl_c_in_ppo_says_where_and_the_rerun_resumes_there(tmp_path):
     step = int(m.group(1))
     assert m.group(2) == "300" and 1 <= step < 300
     assert resumed_line(start(*args, "--resume")).startswith(f"resuming at {step}/300")
+
+
+@pytest.mark.parametrize("args", [("grade", "lessons", "--csv"), ("grade", "lessons", "--json"),
+                                  ("grpo-eval", "--limit", "1", "--out")])
+def test_an_output_file_in_a_file_or_a_folder_as_the_file_is_one_line(tmp_path, args):
+    if args[0] == "grpo-eval" and not HAS_TRL:
+        pytest.skip("grpo-eval needs the scale extra (trl)")
+    if args[0] == "grade" and importlib.util.find_spec("nbformat") is None:
+        pytest.skip("grade needs nbformat")
+    (tmp_path / "a-file").write_text("")
+    one_line_error(run(*args, str(tmp_path / "a-file" / "out.x"), cwd=ROOT), "a-file",
+                   "is a file")
+    one_line_error(run(*args, str(tmp_path), cwd=ROOT), str(tmp_path), "is a folder")

@@ -25,9 +25,11 @@ def _grade_command(args) -> int:
 
     from ..course.grade import GradeReport, NotebookError, grade_notebook, print_report, table
 
+    from ..runfolder import check_output_file
+
     for flag, out in (("--csv", args.csv), ("--json", args.json)):
         if out and out != "-":
-            _check_output_file(flag, out)
+            check_output_file(out, flag)   # before any notebook runs
     paths = _notebook_paths(args.notebooks)
     batch = len(paths) > 1 or args.csv or args.json or any(Path(n).is_dir() for n in args.notebooks)
     if not paths:
@@ -54,6 +56,7 @@ def _grade_command(args) -> int:
             print_report(report)
     rows = table(reports)
     if args.csv:
+        Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
         with open(args.csv, "w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
             writer.writeheader()
@@ -67,21 +70,13 @@ def _grade_command(args) -> int:
         if args.json == "-":
             print(text)
         else:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json).write_text(text + "\n", encoding="utf-8")
     passed, total = sum(r.points for r in reports), sum(len(r.rows) for r in reports)
     if len(reports) > 1 and args.json != "-":
         print(f"total: {passed}/{total} exercises passed in {len(reports)} notebooks")
     clean = all(r.status == "ran" and not r.others for r in reports)
     return 0 if passed == total and clean else 1
-
-
-def _check_output_file(flag: str, path: str) -> None:
-    """A file to write: not a folder, in a folder that can be written (before any grading)."""
-    from ..runfolder import check_writable
-
-    if Path(path).is_dir():
-        raise ValueError(f"{flag} {path}: that is a folder; give a file name")
-    check_writable(Path(path).parent, flag)
 
 
 def register_cli(sub) -> None:

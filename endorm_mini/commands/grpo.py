@@ -53,11 +53,9 @@ def _eval_command(args: argparse.Namespace) -> int:
     from ..models import load
 
     if args.out:
-        if os.path.isdir(args.out):
-            raise ValueError(f"--out {args.out}: that is a folder; give a .jsonl file name")
-        from ..runfolder import check_writable
+        from ..runfolder import check_output_file
 
-        check_writable(os.path.dirname(os.path.abspath(args.out)))
+        check_output_file(args.out)   # before the model loads
     _quiet_bars()
     model, tokenizer = load(args.model, device=args.device, dtype=args.dtype)
     arithmetic = args.dataset == grpo_data.TINY_ARITH
