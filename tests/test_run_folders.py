@@ -238,3 +238,19 @@ def test_an_output_file_in_a_file_or_a_folder_as_the_file_is_one_line(tmp_path, 
     one_line_error(run(*args, str(tmp_path / "a-file" / "out.x"), cwd=ROOT), "a-file",
                    "is a file")
     one_line_error(run(*args, str(tmp_path), cwd=ROOT), str(tmp_path), "is a folder")
+
+
+@pytest.mark.skipif(not HAS_TRL, reason="grpo needs the scale extra (trl)")
+def test_ctrl_c_in_grpo_says_where_and_the_rerun_resumes_there(tmp_path):
+    out = tmp_path / "grpo"
+    args = ("grpo", "--steps", "400", "--save-every", "3", "--eval-problems", "10",
+            "--out", str(out))
+    p = start(*args)
+    wait_for(lambda: any(out.glob("checkpoint-*/trainer_state.json")), process=p)
+    code, err = interrupt(p)
+    assert code == 130, err
+    last = err.strip().splitlines()[-1]
+    assert "Traceback" not in err and "interrupted at" in last and "--resume" in last, err
+    step = int(re.search(r"interrupted at (\d+)/400", last).group(1))
+    assert step >= 3 and (out / f"checkpoint-{step}").is_dir()
+    assert resumed_line(start(*args, "--resume")).startswith(f"resuming at {step}/400")

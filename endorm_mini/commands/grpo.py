@@ -38,11 +38,18 @@ def _grpo_command(args: argparse.Namespace) -> int:
         try:
             train(run, resume=args.resume)
         except KeyboardInterrupt:
+            from tqdm import tqdm
+
+            for bar in list(getattr(tqdm, "_instances", ())):   # the GRPO bar first, not after
+                bar.close()
             saved = last_checkpoint(args.out)
-            at = checkpoint_step(saved) if saved else 0
+            try:
+                at = checkpoint_step(saved) if saved else 0
+            except (OSError, ValueError, KeyError):   # stopped while that checkpoint was saved
+                at = "?"
             how = "with --resume " if saved else ""
-            print(f"\nendorm-mini grpo: interrupted (saved at {at}/{run.steps}); rerun the "
-                  f"same command {how}to resume", file=sys.stderr)
+            print(f"\nendorm-mini grpo: interrupted at {at}/{run.steps} (its last checkpoint); "
+                  f"rerun the same command {how}to resume", file=sys.stderr)
             return 130
     return 0
 
