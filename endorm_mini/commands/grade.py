@@ -80,7 +80,8 @@ def _grade_command(args) -> int:
 
 
 def register_cli(sub) -> None:
-    p = sub.add_parser("grade", help="run notebooks, re-test each exercise out of them, print a score",
+    p = sub.add_parser("grade",
+                       help="run notebooks, re-test each exercise out of them, print a score",
                        description="Run each learner notebook (under nbval) and re-test each "
                                    "exercise function out of it in a fresh process, by the judge "
                                    "check() uses: only the re-test scores, not what the "

@@ -82,7 +82,8 @@ def _rmbench_command(args: argparse.Namespace) -> int:
 
     check_writable(args.out)
     if args.method == "dpo" and not args.ref_model:
-        raise ValueError("--method dpo needs --ref-model (the reference the policy was trained from)")
+        raise ValueError("--method dpo needs --ref-model (the reference the policy was "
+                         "trained from)")
     if args.method != "random":
         warn_alpha(args.alpha)
     group = _process_group(args)          # refusals come before any model is loaded

@@ -58,7 +58,8 @@ def register_cli(sub) -> None:
     p.add_argument("name", choices=sorted(fetch.SOURCES), help="the model to fetch")
     p.add_argument("--force", action="store_true", help="fetch again even if a copy is cached")
     p.set_defaults(func=_fetch_command)
-    p = zsub.add_parser("retrain", help="rebuild a checkpoint from its seed and compare its quality",
+    p = zsub.add_parser("retrain",
+                        help="rebuild a checkpoint from its seed and compare its quality",
                         description="Train a tiny checkpoint again from its recipe and seed, "
                                     "and compare its quality with the stored figures (exit 1 "
                                     "when a target is missed).")
