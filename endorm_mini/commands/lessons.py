@@ -8,6 +8,10 @@ from ..course.workspace import WORKSPACE
 
 def _build_command(args) -> int:
     from ..course.build import build_lessons, edited_since_built, execute
+    from ..runfolder import check_writable
+
+    if not args.check:
+        check_writable(args.lessons, "--lessons")   # before any master is run
 
     if args.execute is not None:
         masters = sorted(Path(args.solutions).glob("[0-9][0-9]_*.ipynb"))
