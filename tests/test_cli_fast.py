@@ -58,7 +58,8 @@ def test_grpo_resume_help_says_steps_is_a_total():
 
 
 def test_light_copies_of_the_settings_match_the_library():
-    from endorm_mini import verifiers
+    from endorm_mini import ppo_config, verifiers
     from endorm_mini.scale import grpo_config
 
     assert grpo_config.REWARDS == verifiers.REWARD_KINDS
+    assert ppo_config.REWARDS == (*verifiers.REWARD_KINDS, "endogenous_sum", "custom")
