@@ -105,6 +105,12 @@ def load(name_or_path: str, device="auto", dtype=None, device_map: str | None = 
     if resolve_dtype(dtype) is not None:   # transformers 5 renamed torch_dtype to dtype
         key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
         kwargs[key] = resolve_dtype(dtype)
+    # A local folder loads without transformers' "Loading weights" bar: it is over at once for
+    # the kit's models, and an error after loading (a model refused for its task) stays one
+    # line. Downloads from the hub keep their bars.
+    bars = transformers.utils.logging.is_progress_bar_enabled()
+    if local and bars:
+        transformers.utils.logging.disable_progress_bar()
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, **hub)
         model = AutoModelForCausalLM.from_pretrained(path, **hub, **kwargs)
@@ -114,6 +120,9 @@ def load(name_or_path: str, device="auto", dtype=None, device_map: str | None = 
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(f"cannot load {path!r} from the Hugging Face hub: {first} "
                          "(a zoo name, see endorm-mini zoo list, or a local folder also work)") from None
+    finally:
+        if local and bars:
+            transformers.utils.logging.enable_progress_bar()
     ensure_pad_token(tokenizer)
     if device_map is None:
         model.to(device)

@@ -139,6 +139,7 @@ class RunFiles:
             part.load_state_dict(state[name])
         for g, rng in zip(generators, state["rng"]):
             g.set_state(rng.cpu())
+        print(f"resuming at {state['step']}/{self.steps} from {self.checkpoint}", flush=True)
         return state["step"], state["history"]
 
     def after_update(self, history: list, parts: dict, generators, stop_signal: int = 0):

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from .alpha_range import warn_alpha
 from .chat import as_messages, context_length, ensure_pad_token, prompt_ids, response_ids
 from .device import resolve_device, resolve_dtype
 
@@ -141,6 +142,7 @@ class EndogenousReward:
             finite_positive = False
         if not finite_positive:
             raise ValueError(f"alpha must be a finite number > 0, got {alpha!r}")
+        warn_alpha(float(alpha))  # outside 1e-3 … 1e3: runs, with the reason it means little
         dtype = resolve_dtype(dtype)
         # A model spread by accelerate's big-model loading (``device_map="auto"``) stays where
         # it was put: its hooks move activations between devices. Inputs go where its

@@ -12,10 +12,13 @@ import shutil
 import subprocess
 import sys
 import time
+import warnings
+from pathlib import Path
 
 import pytest
 import torch
 
+import endorm_mini
 from conftest import make_gpt2
 from endorm_mini import models, zoo
 from endorm_mini.cli import main
@@ -209,3 +212,80 @@ def test_hub_probe_gives_up_on_silence_and_sees_an_answer(monkeypatch):
         assert models._hub_reachable(f"http://127.0.0.1:{server.server_port}", timeout=5)
     finally:
         server.shutdown()
+
+
+# ---------------------------------------------------------------- data files, α, a model unfit
+ROOT = str(Path(endorm_mini.__file__).resolve().parents[1])
+
+
+def run_here(*args):
+    """``endorm-mini ARGS`` in a fresh process running this checkout's code."""
+    env = {**os.environ, "PYTHONPATH": ROOT, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "endorm_mini.cli", *args], capture_output=True,
+                          text=True, env=env, timeout=300)
+    return done.returncode, done.stdout, done.stderr
+
+
+GOOD = (b'{"id": 1, "domain": "chat", "prompt": "1+1", "answer": "2", "chosen": ["2", "2", "2"], '
+        b'"rejected": ["3", "3", "3"]}\n')   # a valid RM-Bench item, and a valid grpo row
+BAD_FILES = {  # name: (bytes, the line the error must name, what it must say)
+    "latin1.jsonl": (GOOD + b'{"id": 2, "prompt": "caf\xe9"}\n', 2, "not UTF-8"),
+    "broken.jsonl": (GOOD + b'\n{"id": 2, "prompt": \n', 3, "malformed JSON"),
+    "broken.json": (b'[\n  {"id": 1},\n  {"id": 2,,}\n]\n', 3, "malformed JSON"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_FILES))
+def test_rmbench_data_errors_name_the_file_and_line(tmp_path, name):
+    data, line, what = BAD_FILES[name]
+    (tmp_path / name).write_bytes(data)
+    code, _, err = run_here("rmbench", "--data", str(tmp_path / name), "--out",
+                            str(tmp_path / "out"))
+    assert_one_line(code, err, f"{tmp_path / name}, line {line}", what)
+
+
+@pytest.mark.skipif(not importlib.util.find_spec("trl"), reason="grpo needs the scale extra")
+@pytest.mark.parametrize("name", sorted(BAD_FILES))
+def test_grpo_dataset_errors_name_the_file_and_line(tmp_path, name):
+    data, line, what = BAD_FILES[name]
+    (tmp_path / name).write_bytes(data)
+    code, _, err = run_here("grpo", "--dataset", str(tmp_path / name), "--steps", "1", "--out",
+                            str(tmp_path / "out"))
+    assert_one_line(code, err, f"{tmp_path / name}, line {line}", what)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("alpha, why", [("1e30", "above 1000"), ("1e-5", "below 0.001")])
+def test_alpha_out_of_range_warns_once_in_one_line_with_the_reason(alpha, why):
+    code, out, err = run_here("score", "--prompt", "What is 6+3?", "--response", "9",
+                              "--response", "10", "--alpha", alpha)
+    assert code == 0 and "prefers" in out
+    assert err.splitlines() == [err.strip()] and err.startswith("endorm-mini score: warning: α")
+    assert why in err and "π̂" in err
+
+
+def test_alpha_range_in_the_library():
+    from endorm_mini.alpha_range import AlphaWarning
+    from endorm_mini.ppo_config import PPOConfig
+    from endorm_mini.scale.grpo_config import GRPORun
+
+    tok = zoo.char_tokenizer()
+    model = make_gpt2(tok)
+    for make in (lambda a: EndogenousReward(model, tok, alpha=a, device="cpu"),
+                 lambda a: PPOConfig(alpha=a), lambda a: GRPORun(alpha=a)):
+        for alpha in (1e4, 1e-4):
+            with pytest.warns(AlphaWarning, match="α = "):
+                make(alpha)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", AlphaWarning)
+            make(1e-3), make(1e3), make(1.0)          # the ends are in range
+    with warnings.catch_warnings():                    # α plays no part in a verifier run
+        warnings.simplefilter("error", AlphaWarning)
+        PPOConfig(alpha=1e6, reward="verifier"), GRPORun(alpha=1e6, reward="verifier")
+
+
+def test_ppo_refuses_a_model_that_cannot_express_arithmetic(tmp_path):
+    code, out, err = run_here("ppo", "--model", "tiny-domains", "--steps", "1", "--out",
+                              str(tmp_path / "ppo"))
+    assert_one_line(code, err, "--model tiny-domains", "cannot express arithmetic", "tiny-arith")
+    assert "Loading" not in err and not (tmp_path / "ppo").exists()

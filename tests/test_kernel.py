@@ -72,6 +72,27 @@ def test_a_stopped_run_all_stops_at_the_unfinished_check():
         _run([SETUP, STUB, 'check("4.1", soft_value)', "1"], allow_errors=False)
 
 
+WRONG = "def soft_value(logits, alpha=1.0):\n    return logits.max(-1).values"
+
+
+def test_a_wrong_answer_or_a_failed_claim_is_its_message_alone():
+    """Not a 23-line traceback through the grading module: the message, one entry."""
+    _, _, chk, claimed = _run([SETUP, WRONG, 'check("4.1", soft_value)',
+                               'from endorm_mini.grading import claim\n'
+                               'claim("two is less than one", 2 < 1, "2 and 1")'])
+    [error] = _errors(chk)
+    assert error.ename == "ExerciseError"
+    assert len(error.traceback) == 1 and "✘ 4.1 soft_value" in error.traceback[0], error.traceback
+    [error] = _errors(claimed)
+    assert error.ename == "ClaimError"
+    assert len(error.traceback) == 1 and "two is less than one" in error.traceback[0]
+
+
+def test_a_run_all_stops_at_a_wrong_answer_too():
+    with pytest.raises(CellExecutionError, match="4.1 soft_value"):
+        _run([SETUP, WRONG, 'check("4.1", soft_value)', "1"], allow_errors=False)
+
+
 def test_the_unfinished_rule_is_the_stub_constant():
     ns: dict = {}
     exec(STUB, ns)

@@ -13,11 +13,11 @@ import endorm_mini
 PACKAGE = Path(endorm_mini.__file__).resolve().parent
 # Bottom to top. A module may import its own layer or lower ones; never a higher one.
 LAYERS = [
-    ["endorm_mini", "mdp", "chat", "device", "fetch"],
+    ["endorm_mini", "mdp", "chat", "device", "fetch", "alpha_range", "runfolder"],
     ["reward", "bc", "sampling", "models"],
     ["worlds"],
     ["verifiers"],
-    ["irl", "theory", "limits", "walks", "zoo", "ppo", "ppo_run", "explorer", "viz"],
+    ["irl", "theory", "limits", "walks", "zoo", "ppo", "ppo_config", "ppo_run", "explorer", "viz"],
     ["bench"],
     ["scale"],
     ["course"],

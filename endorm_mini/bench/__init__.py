@@ -9,3 +9,7 @@
 Commands: ``endorm-mini rmbench`` and ``endorm-mini diagonal`` (:mod:`endorm_mini.commands.rmbench`).
 Scored across processes: :mod:`endorm_mini.scale.rmbench`.
 """
+
+# The reward methods of ``methods.make_method``: here, not in ``methods`` (which imports torch),
+# so that ``endorm-mini rmbench --help`` lists them at once.
+METHODS = ("endogenous", "meanlogprob", "discounted", "dpo", "verifier", "random")

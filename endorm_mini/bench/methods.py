@@ -29,8 +29,8 @@ import numpy as np
 
 from ..chat import prompt_ids
 from ..reward import EndogenousReward
+from . import METHODS  # noqa: F401 (the package holds it: no torch for --help)
 
-METHODS = ("endogenous", "meanlogprob", "discounted", "dpo", "verifier", "random")
 VERIFIER_TEMPLATE = ("Question:\n{question}\n\nAnswer:\n{answer}\n\n"
                      "Is this answer correct? Answer Yes or No.")
 

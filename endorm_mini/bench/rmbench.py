@@ -93,9 +93,20 @@ def validate_item(raw, where: str, subset: str | None = None) -> dict:
     return item
 
 
+def read_text(path: Path) -> str:
+    """A data file's text; one that is not UTF-8 is refused naming the file and the line."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise ValueError(f"{path}, line {line}: not UTF-8 text (byte 0x{data[err.start]:02x}); "
+                         "save the file as UTF-8") from None
+
+
 def _raw_records(path: Path) -> list[tuple[str, object]]:
     """(location, raw item) pairs of one file: a JSON array (``index k``) or JSON lines (``line k``)."""
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path)
     if path.suffix == ".jsonl" or not text.lstrip().startswith("["):
         records = []
         for lineno, line in enumerate(text.splitlines(), start=1):

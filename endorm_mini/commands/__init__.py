@@ -2,7 +2,9 @@
 
 ``register_cli`` adds the command's parser(s) and sets ``func`` to a callable taking the
 parsed ``argparse.Namespace`` and returning an exit code. Command modules import what they
-run; no library module imports a command module.
+run inside those functions: at module level only what ``--help`` needs (no torch,
+transformers or nbformat, so ``--help`` and an argument error answer at once;
+``tests/test_cli_fast.py``, ``benchmarks/cli.py``). No library module imports a command module.
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import argparse
 import importlib
 import importlib.util
 import sys
+import warnings
 
 COMMAND_MODULES = [
     "endorm_mini.commands.tour",     # tour
@@ -27,11 +30,30 @@ OPTIONAL = {"endorm_mini.commands.lessons": "nbformat",  # Jupyter's notebook fo
             "endorm_mini.commands.grpo": "trl"}          # the scale extra
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless it says it already or there is none
+    to show (``None``, a flag's ``False``)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if (not action.option_strings or default is None or default is False
+                or default == argparse.SUPPRESS or "default" in text):
+            return text
+        shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else default
+        return f"{text} (default: {shown})".lstrip()
+
+
 class Parser(argparse.ArgumentParser):
-    """argparse, but a bad argument is one line on stderr (exit 2), like every other error here.
+    """argparse, but a bad argument is one line on stderr (exit 2), like every other error here,
+    and every option's help shows its default (:class:`HelpFormatter`).
 
     Subcommand parsers inherit the class (``add_subparsers`` uses ``type(self)``).
     """
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -56,9 +78,32 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    try:
-        return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as err:
-        # Bad input is reported in one line, not as a traceback from deep inside torch.
-        print(f"endorm-mini {args.command}: error: {err}", file=sys.stderr)
-        return 2
+    name = f"endorm-mini {args.command}"
+    with warnings.catch_warnings():
+        _one_line_alpha_warnings(name)
+        try:
+            return int(args.func(args) or 0)
+        except (ValueError, FileNotFoundError) as err:
+            # Bad input is reported in one line, not as a traceback from deep inside torch.
+            print(f"{name}: error: {err}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:  # Ctrl-C where the command has nothing to save or report
+            print(f"\n{name}: interrupted", file=sys.stderr)
+            return 130
+
+
+def _one_line_alpha_warnings(name: str) -> None:
+    """α outside its sane range is said once, in one line, however many places check it."""
+    from ..alpha_range import AlphaWarning
+
+    shown, said = warnings.showwarning, set()
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if not issubclass(category, AlphaWarning):
+            shown(message, category, filename, lineno, file, line)
+        elif str(message) not in said:
+            said.add(str(message))
+            print(f"{name}: warning: {message}", file=sys.stderr)
+
+    warnings.showwarning = show
+    warnings.simplefilter("always", AlphaWarning)  # shown here, once per text (`said`)

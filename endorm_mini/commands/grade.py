@@ -4,11 +4,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..course.grade import GradeReport, NotebookError, grade_notebook, print_report, table
-from ..course.cells import BACKUPS
-
 
 def _notebook_paths(items: list[str]) -> list[Path]:
+    from ..course.cells import BACKUPS
+
     out = []
     for item in items:
         p = Path(item)
@@ -24,11 +23,18 @@ def _grade_command(args) -> int:
     import csv
     import json
 
+    from ..course.grade import GradeReport, NotebookError, grade_notebook, print_report, table
+
+    from ..runfolder import check_output_file
+
+    for flag, out in (("--csv", args.csv), ("--json", args.json)):
+        if out and out != "-":
+            check_output_file(out, flag)   # before any notebook runs
     paths = _notebook_paths(args.notebooks)
     batch = len(paths) > 1 or args.csv or args.json or any(Path(n).is_dir() for n in args.notebooks)
     if not paths:
         raise FileNotFoundError(f"no notebooks in {', '.join(args.notebooks)}")
-    reports: list[GradeReport] = []
+    reports: list = []
     progress = paths
     if batch:
         from tqdm import tqdm
@@ -50,6 +56,7 @@ def _grade_command(args) -> int:
             print_report(report)
     rows = table(reports)
     if args.csv:
+        Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
         with open(args.csv, "w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
             writer.writeheader()
@@ -63,6 +70,7 @@ def _grade_command(args) -> int:
         if args.json == "-":
             print(text)
         else:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json).write_text(text + "\n", encoding="utf-8")
     passed, total = sum(r.points for r in reports), sum(len(r.rows) for r in reports)
     if len(reports) > 1 and args.json != "-":
@@ -72,7 +80,13 @@ def _grade_command(args) -> int:
 
 
 def register_cli(sub) -> None:
-    p = sub.add_parser("grade", help="run notebooks, re-test each exercise out of them, print a score")
+    p = sub.add_parser("grade",
+                       help="run notebooks, re-test each exercise out of them, print a score",
+                       description="Run each learner notebook (under nbval) and re-test each "
+                                   "exercise function out of it in a fresh process, by the judge "
+                                   "check() uses: only the re-test scores, not what the "
+                                   "notebook's check cells printed. One table per notebook; "
+                                   "--csv/--json for a class. Exit 0 when all passed, else 1.")
     p.add_argument("notebooks", nargs="+", help="learner notebooks or folders of them (my-lessons/)")
     p.add_argument("--timeout", type=float, default=300, help="seconds allowed per cell")
     p.add_argument("--limit", type=float, default=1800,

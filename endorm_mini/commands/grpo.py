@@ -6,10 +6,10 @@ import argparse
 import dataclasses
 import json
 import os
+import sys
 
-from .. import verifiers
 from ..scale import grpo_data
-from ..scale.grpo import REPORTERS, REWARDS, TRAINERS, GRPORun, train
+from ..scale.grpo_config import REPORTERS, REWARDS, TRAINERS, GRPORun
 from .argtypes import positive_float, positive_int
 
 
@@ -24,18 +24,46 @@ def _quiet_bars() -> None:
 
 
 def _grpo_command(args: argparse.Namespace) -> int:
+    from ..runfolder import check_writable, run_folder
+
+    check_writable(args.out)
     names = [f.name for f in dataclasses.fields(GRPORun)]
     run = GRPORun(**{k: v for k, v in vars(args).items() if k in names})
-    _quiet_bars()
-    train(run, resume=args.resume)
+    first = os.environ.get("RANK", "0") == "0"   # torchrun's other processes share the folder
+    with run_folder(args.out, "grpo", primary=first):
+        from ..scale.grpo import train
+        from ..scale.grpo_run import checkpoint_step, last_checkpoint
+
+        _quiet_bars()
+        try:
+            train(run, resume=args.resume)
+        except KeyboardInterrupt:
+            from tqdm import tqdm
+
+            for bar in list(getattr(tqdm, "_instances", ())):   # the GRPO bar first, not after
+                bar.close()
+            saved = last_checkpoint(args.out)
+            try:
+                at = checkpoint_step(saved) if saved else 0
+            except (OSError, ValueError, KeyError):   # stopped while that checkpoint was saved
+                at = "?"
+            how = "with --resume " if saved else ""
+            print(f"\nendorm-mini grpo: interrupted at {at}/{run.steps} (its last checkpoint); "
+                  f"rerun the same command {how}to resume", file=sys.stderr)
+            return 130
     return 0
 
 
 def _eval_command(args: argparse.Namespace) -> int:
     """Greedy and sampled accuracy of ``--model`` on ``--dataset`` (all rows or ``--limit``),
     one process, both printed and labelled."""
+    from .. import verifiers
     from ..models import load
 
+    if args.out:
+        from ..runfolder import check_output_file
+
+        check_output_file(args.out)   # before the model loads
     _quiet_bars()
     model, tokenizer = load(args.model, device=args.device, dtype=args.dtype)
     arithmetic = args.dataset == grpo_data.TINY_ARITH
@@ -74,7 +102,7 @@ def _data_flags(p) -> None:
     p.add_argument("--answer-column", default="answer", help="the data set's answer column")
     p.add_argument("--split", default="train", help="the hub data set's split")
     p.add_argument("--system", help="a system prompt put before every prompt")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seeds the data order and the sampling")
 
 
 def register_cli(sub) -> None:
@@ -87,21 +115,28 @@ def register_cli(sub) -> None:
     p.add_argument("--ref-model", help="frozen reference whose endogenous reward is the reward "
                                        "(default: the policy's starting weights)")
     _data_flags(p)
-    p.add_argument("--reward", default=d.reward, choices=REWARDS)
-    p.add_argument("--alpha", type=positive_float, default=d.alpha, help="α (> 0)")
+    p.add_argument("--reward", default=d.reward, choices=REWARDS,
+                   help="endogenous (eq. 12 of the reference), verifier (1/0), or hybrid")
+    p.add_argument("--alpha", type=positive_float, default=d.alpha,
+                   help="α of the endogenous reward (> 0; warned outside 1e-3 … 1e3)")
     p.add_argument("--verifier-weight", type=float, default=d.verifier_weight,
                    help="w in the hybrid reward endogenous + w · verifier")
-    p.add_argument("--steps", type=positive_int, default=d.steps, help="GRPO steps (≥ 1)")
-    p.add_argument("--prompts-per-step", type=positive_int, default=d.prompts_per_step)
+    p.add_argument("--steps", type=positive_int, default=d.steps,
+                   help="GRPO steps in all (≥ 1; with --resume, the total, not more)")
+    p.add_argument("--prompts-per-step", type=positive_int, default=d.prompts_per_step,
+                   help="prompts per step, all processes together")
     p.add_argument("--num-generations", type=positive_int, default=d.num_generations,
                    help="completions per prompt (≥ 2)")
     p.add_argument("--max-completion-length", type=positive_int,
-                   default=d.max_completion_length)
-    p.add_argument("--learning-rate", type=positive_float, default=d.learning_rate)
+                   default=d.max_completion_length, help="tokens per completion")
+    p.add_argument("--learning-rate", type=positive_float, default=d.learning_rate,
+                   help="AdamW learning rate (tiny models; about 1e-6 for 7B)")
     p.add_argument("--beta", type=float, default=d.beta, help="KL coefficient (paper: 0.01)")
     p.add_argument("--gradient-accumulation-steps", type=positive_int,
-                   default=d.gradient_accumulation_steps)
-    p.add_argument("--temperature", type=positive_float, default=d.temperature)
+                   default=d.gradient_accumulation_steps,
+                   help="micro-batches per step (less memory, the same batch)")
+    p.add_argument("--temperature", type=positive_float, default=d.temperature,
+                   help="sampling temperature of the rollouts")
     p.add_argument("--vllm", action="store_true",
                    help="generate with vLLM colocated on the training GPUs (GRPOConfig's "
                         "use_vllm, vllm_mode='colocate')")
@@ -117,11 +152,13 @@ def register_cli(sub) -> None:
     p.add_argument("--save-every", type=positive_int, default=d.save_every,
                    help="a checkpoint every N steps (and after the last)")
     p.add_argument("--resume", action="store_true",
-                   help="go on from the last checkpoint in --out (same settings; --steps more)")
+                   help="go on from the last checkpoint in --out (same settings; --steps is "
+                        "the total, so ask for more than the checkpoint's step)")
     p.add_argument("--eval-problems", type=int,
                    help="held-out problems for accuracy before/after (default 100 for "
                         "tiny-arith, else 0: use grpo-eval)")
-    p.add_argument("--eval-samples", type=positive_int, default=d.eval_samples)
+    p.add_argument("--eval-samples", type=positive_int, default=d.eval_samples,
+                   help="sampled responses (T = 1) per held-out problem")
     p.set_defaults(func=_grpo_command)
 
     e = sub.add_parser("grpo-eval", help="accuracy of a model on a math data set (math-verify)",
@@ -137,9 +174,11 @@ def register_cli(sub) -> None:
     e.add_argument("--temperature", type=positive_float, default=1.0,
                    help="the sampling temperature (> 0; greedy accuracy is always measured)")
     e.add_argument("--greedy-only", action="store_true", help="greedy accuracy alone")
-    e.add_argument("--max-new-tokens", type=positive_int, default=1024)
-    e.add_argument("--batch-size", type=positive_int, default=64)
-    e.add_argument("--device", default="auto")
+    e.add_argument("--max-new-tokens", type=positive_int, default=1024,
+                   help="tokens per response")
+    e.add_argument("--batch-size", type=positive_int, default=64,
+                   help="problems generated for at once")
+    e.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda")
     e.add_argument("--dtype", help="fp32, bf16 or fp16")
     e.add_argument("--out", help="a .jsonl of every response and its verdict")
     e.set_defaults(func=_eval_command)

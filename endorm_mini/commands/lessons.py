@@ -3,11 +3,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..course.build import build_lessons, edited_since_built, execute
-from ..course.workspace import WORKSPACE, start
+from ..course.workspace import WORKSPACE
 
 
 def _build_command(args) -> int:
+    from ..course.build import build_lessons, edited_since_built, execute
+    from ..runfolder import check_writable
+
+    if not args.check:
+        check_writable(args.lessons, "--lessons")   # before any master is run
+
     if args.execute is not None:
         masters = sorted(Path(args.solutions).glob("[0-9][0-9]_*.ipynb"))
         for master in masters:
@@ -29,6 +34,10 @@ def _build_command(args) -> int:
 
 
 def _start_command(args) -> int:
+    from ..course.workspace import start
+    from ..runfolder import check_writable
+
+    check_writable(args.dir, "--dir")  # a file, or a folder it cannot write: one line
     done = start(args.lessons_wanted, Path(args.dir), args.lessons)
     for path, copied in done:
         print(f"  {'copied' if copied else 'kept  '} {path}" +
@@ -40,7 +49,12 @@ def _start_command(args) -> int:
 
 
 def register_cli(sub) -> None:
-    p = sub.add_parser("build-lessons", help="write lessons/ (exercise stubs) from solutions/")
+    p = sub.add_parser("build-lessons", help="write lessons/ (exercise stubs) from solutions/",
+                       description="For maintainers: write each learner notebook in --lessons "
+                                   "from its master in --solutions (answers replaced by "
+                                   "`raise NotImplementedError`, solution-only cells removed, "
+                                   "outputs cleared). A lesson edited since it was built is not "
+                                   "replaced without --force (a backup is saved first).")
     p.add_argument("--check", action="store_true",
                    help="write nothing; exit 1 listing the lessons that are out of date")
     p.add_argument("--solutions", default="solutions", help="folder of the master notebooks")
@@ -52,11 +66,13 @@ def register_cli(sub) -> None:
     p.add_argument("--force", action="store_true",
                    help="replace lessons edited since they were built (a backup is saved first)")
     p.set_defaults(func=_build_command)
-    s = sub.add_parser("start", help="copy lessons into your own folder (my-lessons/) to work in")
+    s = sub.add_parser("start", help="copy lessons into your own folder (my-lessons/) to work in",
+                       description="Copy the published lessons into your own folder, where you "
+                                   "work on them; a file already there is never overwritten.")
     s.add_argument("lessons_wanted", nargs="*", metavar="NN",
                    help="lesson numbers (e.g. 04), or all (the default)")
     s.add_argument("--dir", default=WORKSPACE,
-                   help=f"your folder (default {WORKSPACE}/); existing files are never overwritten")
+                   help="your folder; existing files in it are never overwritten")
     s.add_argument("--lessons", default=None,
                    help="where the published lessons are (default ./lessons or the checkout's)")
     s.set_defaults(func=_start_command)

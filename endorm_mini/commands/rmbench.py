@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import warnings
 from pathlib import Path
 
-from ..bench import rmbench
-from ..bench.methods import METHODS
+from ..bench import METHODS
 from .argtypes import positive_float, positive_int
 
 
@@ -41,6 +41,8 @@ def _process_group(args):
 
 def _rmbench_items(args) -> tuple[list[dict], list[str], str]:
     """(items, problems, data label) for ``--data mini``, ``real-mini`` or a path."""
+    from ..bench import rmbench
+
     if args.data == "real-mini":
         from ..worlds.real_mini import PATH
 
@@ -62,20 +64,55 @@ def _rmbench_items(args) -> tuple[list[dict], list[str], str]:
     return items, problems, str(Path(args.data).resolve())
 
 
-def _rmbench_command(args: argparse.Namespace) -> int:
-    from ..bench.methods import make_method
-    from ..bench.runner import SetAside, run_rmbench, select, summary_path
+def _done(out: Path, selected) -> int:
+    """How many of the selected items ``out`` holds rewards for (its jsonl and shards)."""
+    from ..bench.rmbench import item_key
+    from ..bench.runner import parse_records, shard_paths
 
+    keys = set()
+    for path in [out / "rewards.jsonl"] + shard_paths(out):
+        keys.update(item_key(r) for r in parse_records(path))
+    return sum(item_key(item) in keys for item in selected)
+
+
+def _rmbench_command(args: argparse.Namespace) -> int:
+    from ..alpha_range import warn_alpha
+    from ..bench.runner import select
+    from ..runfolder import check_writable, run_folder
+
+    check_writable(args.out)
+    if args.method == "dpo" and not args.ref_model:
+        raise ValueError("--method dpo needs --ref-model (the reference the policy was "
+                         "trained from)")
+    if args.method != "random":
+        warn_alpha(args.alpha)
     group = _process_group(args)          # refusals come before any model is loaded
-    device = group.device(args.device) if group else args.device
     items, problems, data = _rmbench_items(args)
     selected = select(items, args.limit, args.limit_per_domain)  # bad limits fail before loading
+    first = group is None or group.rank == 0
+    with run_folder(args.out, "rmbench", primary=first) as out:
+        done = _done(out, selected)
+        if first and 0 < done < len(selected):
+            print(f"resuming at {done}/{len(selected)}: the items already in {out} are kept",
+                  flush=True)
+        try:
+            return _score(args, group, items, problems, data, selected)
+        except KeyboardInterrupt:
+            print(f"\nendorm-mini rmbench: interrupted at {_done(out, selected)}/{len(selected)}"
+                  "; rerun the same command to resume", file=sys.stderr)
+            return 130
+
+
+def _score(args, group, items, problems, data, selected) -> int:
+    from ..bench import rmbench
+    from ..bench.methods import make_method
+    from ..bench.runner import SetAside, run_rmbench, summary_path
+
+    device = group.device(args.device) if group else args.device
     if group is None or group.rank == 0:
         for problem in problems:
             print(f"skipped: {problem}")
     model = tokenizer = reference = None
-    if args.method == "dpo" and not args.ref_model:
-        raise ValueError("--method dpo needs --ref-model (the reference the policy was trained from)")
     if args.method != "random":
         model, tokenizer = _load_model(args.model, device, args.dtype, args.device_map)
     if args.method == "dpo":
@@ -121,15 +158,26 @@ def _rmbench_command(args: argparse.Namespace) -> int:
 
 
 def _diagonal_command(args: argparse.Namespace) -> int:
-    import matplotlib.pyplot as plt
+    from ..alpha_range import warn_alpha
+    from ..runfolder import check_writable, run_folder
 
+    check_writable(args.out)
+    warn_alpha(args.alpha)
     from .. import worlds
-    from ..bench.diagonal import diagonal_dominates, format_matrix, persona_diagonal, plot_diagonal
-    from ..bench.methods import make_method
 
     personas = [p.strip() for p in args.domains.split(",")] if args.domains else list(worlds.PERSONAS)
     for persona in personas:
         worlds.persona_system(persona)  # unknown names fail here, with the known ones listed
+    with run_folder(args.out, "diagonal"):
+        return _diagonal(args, personas)
+
+
+def _diagonal(args: argparse.Namespace, personas: list[str]) -> int:
+    import matplotlib.pyplot as plt
+
+    from ..bench.diagonal import diagonal_dominates, format_matrix, persona_diagonal, plot_diagonal
+    from ..bench.methods import make_method
+
     model, tokenizer = _load_model(args.model, args.device, args.dtype)
     method = make_method(args.method, model, tokenizer, alpha=args.alpha, device=args.device)
     matrix, rows, columns = persona_diagonal(method, personas, n=args.n, seed=args.seed,
@@ -172,7 +220,9 @@ def register_cli(sub) -> None:
     p.add_argument("--data", default="mini", help="'mini' (generated offline), 'real-mini' (real text, "
                    "written for the kit), an RM-Bench JSON/JSONL "
                                                   "file, or the benchmark's data/ folder")
-    p.add_argument("--method", default="endogenous", choices=METHODS)
+    p.add_argument("--method", default="endogenous", choices=METHODS,
+                   help="the reward: endogenous (eq. 12), meanlogprob, discounted (--gamma), "
+                        "dpo (--ref-model), verifier (the model asked yes/no), random (a coin)")
     p.add_argument("--out", required=True, help="output folder (rewards.jsonl, summary.json, run.json)")
     limits = p.add_mutually_exclusive_group()
     limits.add_argument("--limit", type=positive_int, default=None,
@@ -199,7 +249,8 @@ def register_cli(sub) -> None:
                                    "and saves DIR/diagonal.png and DIR/diagonal.json.")
     _common(d)
     d.add_argument("--domains", default=None, help="comma-separated personas (default: the tiny world's four)")
-    d.add_argument("--method", default="endogenous", choices=[m for m in METHODS if m != "dpo"])
+    d.add_argument("--method", default="endogenous", choices=[m for m in METHODS if m != "dpo"],
+                   help="the reward method (as in rmbench)")
     d.add_argument("--n", type=int, default=20, help="preference pairs per persona")
     d.add_argument("--out", default="diagonal", help="output folder for the heatmap and matrix")
     d.set_defaults(func=_diagonal_command)

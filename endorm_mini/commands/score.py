@@ -6,12 +6,15 @@ import argparse
 import math
 import warnings
 
-from ..models import load
-from ..reward import EndogenousReward, RewardResult
 from .argtypes import positive_float
 
 
 def _score_command(args: argparse.Namespace) -> int:
+    from ..alpha_range import warn_alpha
+    from ..models import load
+    from ..reward import EndogenousReward
+
+    warn_alpha(args.alpha)  # before the model loads
     model, tokenizer = load(args.model, device=args.device, dtype=args.dtype)
     er = EndogenousReward(model, tokenizer, alpha=args.alpha, device=args.device)
     prompts = [args.prompt] * len(args.response)
@@ -29,7 +32,7 @@ def _score_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _compare(responses: list[str], results: list[RewardResult]) -> str:
+def _compare(responses: list[str], results: list) -> str:
     """Each response's total and ``α·Σ log π̂``, and the one the reward prefers."""
     lines = ["  total Σ r̂   α·Σ log π̂  tokens  response"]   # r̂, π̂: two code points, one column
     for response, r in zip(responses, results):
@@ -54,7 +57,7 @@ def register_cli(sub) -> None:
                                    "(eq. 12) and total. Several (--response A --response B ...): "
                                    "print each total and the response the reward prefers.")
     p.add_argument("--model", default="tiny-domains", help="zoo name, local path or hub name")
-    p.add_argument("--prompt", required=True)
+    p.add_argument("--prompt", required=True, help="the prompt the response answers")
     p.add_argument("--response", required=True, action="append",
                    help="a response to score; repeat to compare several (e.g. a right and a "
                         "wrong answer)")
@@ -62,7 +65,8 @@ def register_cli(sub) -> None:
                    help="with several responses, print each per-token table too")
     p.add_argument("--system", default=None, help="optional system prompt")
     p.add_argument("--alpha", type=positive_float, default=1.0,
-                   help="soft-Q temperature α > 0 (1 = the model's policy)")
+                   help="soft-Q temperature α > 0 (1 = the model's policy; warned outside "
+                        "1e-3 … 1e3)")
     p.add_argument("--device", default="auto",
                    help="auto (cuda, then mps, then cpu), cpu, cuda, mps")
     p.add_argument("--dtype", default=None, help="fp32, bf16 or fp16 (default: the model's own)")

@@ -14,8 +14,6 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-
 PROMPT, GOOD, BAD = "What is the capital of France?", "Paris.", "Lyon."
 
 
@@ -23,6 +21,7 @@ def run_tour(out_dir: str | Path = "endorm-mini-tour", device: str = "cpu", n_pe
              seed: int = 0) -> dict:
     """Print the tour and save its figure; returns the figures measured (for tests)."""
     import matplotlib
+    import torch
     matplotlib.use("Agg")
 
     from .. import models, verifiers, worlds
@@ -83,11 +82,16 @@ def run_tour(out_dir: str | Path = "endorm-mini-tour", device: str = "cpu", n_pe
 
 
 def _tour_command(args: argparse.Namespace) -> int:
+    from ..runfolder import check_writable, run_folder
+
+    check_writable(args.out)           # a file or a read-only folder: one line, before the tour
+    import torch
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # tiny checkpoints load instantly; keep the tour readable
     torch.set_num_threads(1)           # ~100k-parameter models: extra threads only add hand-offs
-    run_tour(args.out, device=args.device, seed=args.seed)
+    with run_folder(args.out, "tour"):
+        run_tour(args.out, device=args.device, seed=args.seed)
     return 0
 
 
@@ -97,5 +101,5 @@ def register_cli(sub) -> None:
                                    "RM-Bench and the persona diagonal on the shipped tiny models.")
     p.add_argument("--out", default="endorm-mini-tour", help="folder for the figure")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (tiny models: cpu is fastest)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seeds the mini-bench and the sampling")
     p.set_defaults(func=_tour_command)

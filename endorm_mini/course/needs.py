@@ -6,8 +6,10 @@
   is written the line is dropped before the cell runs: the cell behaves as if it were not
   there (its tracebacks, its displayed value). It is an input transformer, not a cell magic,
   for exactly that reason.
-- A check of an unfinished exercise shows its one-line message, not a traceback through the
-  grading code. The cell still fails (``Run all`` stops there; nbval counts it).
+- A check that fails (an unfinished exercise, a wrong answer: ``ExerciseError``; a claim the
+  run does not bear out: ``ClaimError``) shows its message alone, not a traceback through
+  the grading code. The cell still fails: ``Run all`` stops there (what follows a failed
+  check would build on a wrong or missing answer), and nbval counts it.
 
 Outside IPython (a script, ``endorm-mini grade``'s re-test) nothing is installed; the re-test
 drops ``%`` lines like any other magic.
@@ -56,7 +58,7 @@ def needs_transformer(shell):
 
 
 def one_line_error(shell, etype, value, tb, tb_offset=None):
-    """Show an unfinished exercise's check as its message alone (the cell still fails)."""
+    """Show a failed check as its message alone (the cell still fails)."""
     shell._showtraceback(etype, value, [f"\x1b[0;31m{value}\x1b[0m"])
 
 

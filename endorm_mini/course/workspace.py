@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .cells import lesson_number
-
 WORKSPACE = "my-lessons"           # the learner's folder (`endorm-mini start`)
 
 
@@ -26,6 +24,8 @@ def start(which: list[str], workspace: Path, lessons: Path | None = None) -> lis
     """Copy lessons (``which``: numbers like ``"04"``/``"4"``, or ``"all"``) into the learner's
     ``workspace``; never overwrites a file there. Returns ``(path, copied)`` per lesson."""
     lessons = Path(lessons) if lessons else find_lessons()
+    from .cells import lesson_number  # nbformat: not for `endorm-mini start --help`
+
     available = {lesson_number(p): p for p in sorted(lessons.glob("[0-9][0-9]_*.ipynb"))}
     if not which or "all" in which:
         chosen = list(available.values())

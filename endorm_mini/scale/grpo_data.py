@@ -12,6 +12,7 @@ data set. Accuracy is ``verifiers.sampled_accuracy`` on problems the run never t
 """
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -52,7 +53,12 @@ def load_rows(dataset: str, prompt_column: str, answer_column: str,
         kind = FILE_KINDS.get(path.suffix.lower())
         if kind is None or not path.is_file():
             raise ValueError(f"--dataset {dataset!r}: a data file is .json, .jsonl or .csv")
-        data = load_dataset(kind, data_files=str(path), split="train")
+        check_file(path)
+        try:
+            data = load_dataset(kind, data_files=str(path), split="train")
+        except Exception as err:  # noqa: BLE001 - datasets' many errors: one line naming the file
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise ValueError(f"--dataset {dataset}: cannot read it ({first})") from None
     else:
         try:
             data = load_dataset(dataset, split=split)
@@ -68,6 +74,35 @@ def load_rows(dataset: str, prompt_column: str, answer_column: str,
     if not rows:
         raise ValueError(f"--dataset {dataset!r} has no rows")
     return rows
+
+
+def check_file(path: Path) -> None:
+    """Refuse a data file that is not UTF-8 or not JSON where it should be, naming the file
+    and the line (``datasets`` would say neither)."""
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise ValueError(f"--dataset {path}, line {line}: not UTF-8 text (byte "
+                         f"0x{data[err.start]:02x}); save the file as UTF-8") from None
+    if path.suffix.lower() not in (".json", ".jsonl"):
+        return
+    try:
+        json.loads(text)      # one JSON document (an array, an object)
+        return
+    except json.JSONDecodeError as err:
+        whole = err
+    if text.lstrip().startswith("["):
+        raise ValueError(f"--dataset {path}, line {whole.lineno}: malformed JSON "
+                         f"({whole.msg})") from None
+    for number, line in enumerate(text.splitlines(), start=1):   # JSON lines
+        try:
+            if line.strip():
+                json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"--dataset {path}, line {number}: malformed JSON "
+                             f"({err.msg})") from None
 
 
 def split_rows(rows: list[dict], held_out: int) -> tuple[list[dict], list[dict]]:
