@@ -5,7 +5,7 @@ files (log, checkpoints, resume, Ctrl-C) are in ``ppo_run``, ``endorm-mini ppo``
 The MDP is §1's, horizon H = max_new_tokens; an episode ends at eos or at H (V = 0 after both).
 PPO maximises ``r'_t = score_t − β (log π_θ − log π_ref)(a_t|s_t) − c_H log π_θ(a_t|s_t)``, the
 score being the frozen reference's endogenous reward r̂ (eq. 12; its one forward also gives
-log π_ref), a verifier, both, or a callable. Section 3.3's exact facts (§6), tested: with score
+log π_ref), a verifier, both, or a callable. The course's exact optima (§6), tested: with score
 = r̂ of π̂ = π_ref, c_H = α leaves π̂ optimal and β > 0 moves the policy to π ∝ π̂^{1+α/β}."""
 from __future__ import annotations
 
@@ -98,7 +98,7 @@ def make_value_head(model) -> torch.nn.Linear:
     """V_φ(s) = w·h(s) + b on the policy's final hidden state, zero-initialised: one forward
     gives logits and values (a critic LM would double memory: a 0.5B model must fit a T4).
     With an endogenous reward the critic is ``V_ref(s) + V_φ(s)``: the reference's soft value
-    (eq. 11, free from its forward) carries the per-prompt return; the head learns the rest.
+    (the ``V`` of eq. 12, free from its forward) carries the per-prompt return; the head learns the rest.
     The head is fp32 whatever the policy's dtype: hidden states are cast to it."""
     embeddings = model.get_output_embeddings().weight
     head = torch.nn.Linear(embeddings.shape[1], 1)
