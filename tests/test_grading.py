@@ -500,8 +500,11 @@ def test_grade_scores_each_exercise_on_a_colab_saved_notebook(tmp_path, capsys, 
             c.metadata = {"colab": {"base_uri": "https://localhost:8080/"}, "outputId": "abc"}
         path = tmp_path / "Copy of 99_fake.ipynb"
         path.write_text(json.dumps(nb))
-        assert cli.main(["grade", str(path), "--timeout", "120"]) == 1
+        marks = tmp_path / "marks.json"
+        assert cli.main(["grade", str(path), "--timeout", "120", "--json", str(marks), "--csv", str(tmp_path / "m.csv")]) == 1
         out = capsys.readouterr().out
+        assert json.loads(marks.read_text())[0]["understanding"] == {"questions": 2, "status": "ungraded", "points": 0}
+        assert "understanding,ungraded,0,2 questions, answers in the notebook" in (tmp_path / "m.csv").read_text().replace('"', "")
         rows = {line.split()[0]: line for line in out.splitlines() if line.strip().startswith("99.")}
         assert rows["99.1"].split()[-1] == "passed"
         assert rows["99.2"].split()[-1] == "failed"
