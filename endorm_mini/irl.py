@@ -32,7 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .mdp import DTYPE, TabularMDP, Trajectories, reachable, reward_table
-from .reward import soft_value  # V = α logsumexp(Q/α): the same function scores LMs (eq. 11)
+from .reward import soft_value  # V = α logsumexp(Q/α): the same function scores LMs (the V of eq. 12)
 
 
 def _check_demos(mdp: TabularMDP, demos: Trajectories) -> tuple[torch.Tensor, torch.Tensor]:

@@ -3,7 +3,9 @@
 1. **The sequence-level facts of §6.** With ``r̂(τ) = α log π̂(τ) + V(s_1)``, maximising
    ``E_π[r̂] − β KL(π ‖ π̂)`` gives ``π ∝ π̂^{1+α/β}`` (``kl_optimum``); an entropy bonus
    ``β H(π)`` instead gives ``π ∝ π̂^{α/β}`` (``entropy_optimum``: π̂ itself when β = α);
-   without regularisation all mass goes to ``argmax_τ π̂(τ)``: the ceiling.
+   without regularisation all mass goes to ``argmax_τ π̂(τ)``, the β → 0 end point (not a
+   bound on accuracy: a stronger KL penalty can beat the mode's accuracy). These optima are
+   the course's derivation; the paper's Section 3.3 only says re-extracting gives r̂ again.
 2. **The sequence mode, exactly.** ``best_first_mode`` on a ``TokenMDP`` and, for a causal
    LM, ``enumerate_responses`` / ``sequence_modes``: every complete response above a
    probability (a branch-and-bound search: a prefix is never likelier than its extensions'
@@ -58,7 +60,7 @@ def sharpened_accuracy(logp: torch.Tensor, correct: torch.Tensor, power: float) 
     """Mean over prompts of ``P(correct)`` under ``π ∝ π̂^power``: logp, correct [N, R] (-inf/False pads).
 
     ``power = 1 + α/β`` is where PPO with a KL penalty β to π̂ converges (``kl_optimum``);
-    ``power = math.inf``: the share of prompts whose sequence mode is correct, the ceiling.
+    ``power = math.inf``: the share of prompts whose sequence mode is correct (the β → 0 end point).
     """
     if power <= 0:
         raise ValueError(f"power must be > 0, got {power}")

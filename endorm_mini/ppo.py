@@ -53,7 +53,7 @@ def make_value_head(model) -> torch.nn.Linear:
     """V_φ(s) = w·h(s) + b on the policy's final hidden state, zero-initialised: one forward
     gives logits and values (a critic LM would double memory: a 0.5B model must fit a T4).
     With an endogenous reward the critic is ``V_ref(s) + V_φ(s)``: the reference's soft value
-    (eq. 11, free from its forward) carries the per-prompt return; the head learns the rest.
+    (the ``V`` of eq. 12, free from its forward) carries the per-prompt return; the head learns the rest.
     The head is fp32 whatever the policy's dtype: hidden states are cast to it."""
     embeddings = model.get_output_embeddings().weight
     head = torch.nn.Linear(embeddings.shape[1], 1)

@@ -1,7 +1,8 @@
 """The endogenous reward of any Hugging Face causal LM (docs/paper.md §5, eq. 9–12).
 
 A trained LM is ``π̂(·|s) = softmax(f̂(s,·)/α)`` (eq. 10): its logits ``f̂`` are a soft-Q
-function. With ``V(s) = α logsumexp(f̂(s,·)/α)`` the reward it implies is (eq. 11/12)
+function. With the soft value ``V(s) = α logsumexp(f̂(s,·)/α)`` (unnumbered in the paper) the reward
+it implies is (eq. 11 and eq. 12)
 
     r̂(s_h, a_h) = f̂(s_h, a_h) − V(s_{h+1}) = α log π̂(a_h|s_h) + V(s_h) − V(s_{h+1}).
 
@@ -31,7 +32,8 @@ from .device import resolve_device, resolve_dtype
 
 # ---------------------------------------------------------------- the math (tensors only)
 def soft_value(logits: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
-    """``V(s) = α logsumexp(f(s,·)/α)`` over the last (vocabulary) dimension (eq. 11)."""
+    """``V(s) = α logsumexp(f(s,·)/α)`` over the last (vocabulary) dimension: the soft value,
+    unnumbered in the paper (eq. 11 and eq. 12 subtract it)."""
     return alpha * torch.logsumexp(logits / alpha, dim=-1)
 
 

@@ -428,6 +428,54 @@ for i in range(1, 5):
 '''
 
 
+UNDERSTANDING_CELL = """## Check your understanding
+
+**1.** Why?
+
+- (a) one
+- (b) two
+
+<details><summary>Answer</summary>
+
+**(a)** one. Because.
+
+</details>
+
+**2.** And why not?
+
+<details><summary>Answer</summary>
+
+**(b)** two.
+
+</details>"""
+
+
+def test_grade_counts_the_understanding_questions_and_scores_none():
+    from endorm_mini.course import grade
+    md, code = nbformat.v4.new_markdown_cell, nbformat.v4.new_code_cell
+    nb = nbformat.v4.new_notebook(cells=[md("# 99 · fake"), code("x = 1"), md(UNDERSTANDING_CELL),
+                                         md("## Further reading\n\n**1.** not a question")])
+    assert grade.understanding_questions(nb) == 2
+    assert grade.understanding_questions(nbformat.v4.new_notebook(cells=[md("# no questions")])) == 0
+    rows = [grade.Row("99.1", "fn1", "passed", ""), grade.Row("99.2", "fn2", "failed", "✘ wrong")]
+    report = grade.GradeReport("nb.ipynb", 99, rows, [], understanding=2)
+    assert report.points == 1
+    table = grade.table([report])
+    ungraded = [r for r in table if r["exercise"] == "understanding"]
+    assert ungraded == [{"student_file": "nb.ipynb", "lesson": 99, "exercise": "understanding",
+                         "status": "ungraded", "points": 0, "message": "2 questions, answers in the notebook"}]
+    total = next(r for r in table if r["exercise"] == "total")
+    assert total["status"] == "1/2" and total["points"] == 1           # the questions count for nothing
+    assert not [r for r in grade.table([report._replace(understanding=0)]) if r["exercise"] == "understanding"]
+
+
+def test_every_master_asks_understanding_questions_grade_can_count():
+    from endorm_mini.course import grade
+    root = Path(__file__).resolve().parents[1]
+    for path in sorted((root / "solutions").glob("*.ipynb")):
+        assert 3 <= grade.understanding_questions(nbformat.read(path, as_version=4)) <= 6, path.name
+
+
 def test_grade_scores_each_exercise_on_a_colab_saved_notebook(tmp_path, capsys, monkeypatch):
     """One grade covers every result: passed, failed, not attempted, missing; plus a failing
     unrelated cell and Colab metadata. The fake checks live in a module on PYTHONPATH, so that
@@ -446,13 +494,17 @@ def test_grade_scores_each_exercise_on_a_colab_saved_notebook(tmp_path, capsys, 
                            if "raise" not in body else f"# EXERCISE {eid}\ndef fn{n}(x, scale=2.0):\n    {body}"),
                       code(f'check("{eid}", fn{n})')]
         cells.append(code("undefined_name"))
+        cells.append(nbformat.v4.new_markdown_cell(UNDERSTANDING_CELL))
         nb = _master(cells)
         for c in nb.cells:
             c.metadata = {"colab": {"base_uri": "https://localhost:8080/"}, "outputId": "abc"}
         path = tmp_path / "Copy of 99_fake.ipynb"
         path.write_text(json.dumps(nb))
-        assert cli.main(["grade", str(path), "--timeout", "120"]) == 1
+        marks = tmp_path / "marks.json"
+        assert cli.main(["grade", str(path), "--timeout", "120", "--json", str(marks), "--csv", str(tmp_path / "m.csv")]) == 1
         out = capsys.readouterr().out
+        assert json.loads(marks.read_text())[0]["understanding"] == {"questions": 2, "status": "ungraded", "points": 0}
+        assert "understanding,ungraded,0,2 questions, answers in the notebook" in (tmp_path / "m.csv").read_text().replace('"', "")
         rows = {line.split()[0]: line for line in out.splitlines() if line.strip().startswith("99.")}
         assert rows["99.1"].split()[-1] == "passed"
         assert rows["99.2"].split()[-1] == "failed"
@@ -461,6 +513,7 @@ def test_grade_scores_each_exercise_on_a_colab_saved_notebook(tmp_path, capsys, 
         assert rows["99.3"].endswith("not attempted")
         assert rows["99.4"].endswith("missing")
         assert "also: 1 later cell(s) failed downstream of unfinished or failing exercises (code cells 8)" in out
+        assert "understanding: 2 questions, ungraded — answers in the notebook" in out
         assert "score: 1/4 exercises passed" in out
     finally:
         for i in range(1, 5):

@@ -1,5 +1,5 @@
 """limits.sequence_modes on a causal LM whose greedy decoding is NOT the sequence mode
-(docs/paper.md §6: the ceiling of RL on the endogenous reward is argmax_τ π̂(τ), which greedy
+(docs/paper.md §6: the β → 0 end point of RL on the endogenous reward is argmax_τ π̂(τ), which greedy
 decoding only approximates). tests/test_limits.py's model has greedy = mode on every prompt,
 so a "mode" that is really greedy decoding passes there."""
 import math

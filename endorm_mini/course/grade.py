@@ -44,10 +44,25 @@ class GradeReport(NamedTuple):
     others: list[str]      # failures of the notebook itself, one line each
     status: str = "ran"    # ran · timed out · error
     seconds: float = 0.0
+    understanding: int = 0  # questions of "## Check your understanding": shown, never scored
 
     @property
     def points(self) -> int:
         return sum(r.points for r in self.rows)
+
+
+UNDERSTANDING = "## Check your understanding"
+QUESTION_RE = re.compile(r"^\*\*\d+\.\*\*", re.M)
+
+
+def understanding_questions(nb) -> int:
+    """How many questions the notebook's "## Check your understanding" cell asks (lines
+    starting ``**N.**``); 0 without that cell. They are for the learner, with their answers
+    in the notebook: grade lists them as ungraded and scores none of them."""
+    for cell in nb.cells:
+        if cell.cell_type == "markdown" and cell.source.lstrip().startswith(UNDERSTANDING):
+            return len(QUESTION_RE.findall(cell.source))
+    return 0
 
 
 def _error_line(text: str) -> str:
@@ -154,6 +169,7 @@ def grade_notebook(path: str | Path, timeout: float = 300, limit: float = 1800,
     start = time.perf_counter()
     nb = read_notebook(path)
     lesson, expected, notes = _expected_exercises(nb, path)
+    questions = understanding_questions(nb)
     nb = clean(nb)
     code = [c.source for c in nb.cells if c.cell_type == "code"]
     check_at: dict[str, int] = {}      # an exercise's check: the first cell calling it (as
@@ -223,7 +239,7 @@ def grade_notebook(path: str | Path, timeout: float = 300, limit: float = 1800,
     if downstream:
         others.append(f"{len(downstream)} later cell(s) failed downstream of unfinished or failing exercises "
                       f"(code cells {', '.join(map(str, downstream))})")
-    return GradeReport(str(path), lesson, rows, others, status, time.perf_counter() - start)
+    return GradeReport(str(path), lesson, rows, others, status, time.perf_counter() - start, questions)
 
 
 def print_report(report: GradeReport) -> None:
@@ -236,6 +252,8 @@ def print_report(report: GradeReport) -> None:
                 print(f"  {'':<9} {line.strip() if line.startswith('✘') else line}")
     for other in report.others:
         print(f"  also: {other}")
+    if report.understanding:
+        print(f"  understanding: {report.understanding} questions, ungraded — answers in the notebook")
     print(f"  score: {report.points}/{len(report.rows)} exercises passed")
 
 
@@ -249,6 +267,10 @@ def table(reports: list[GradeReport]) -> list[dict]:
             rows.append({"student_file": rep.path, "lesson": rep.lesson, "exercise": "(notebook)",
                          "status": rep.status if rep.status != "ran" else "error", "points": 0,
                          "message": "; ".join(rep.others)})
+        if rep.understanding:
+            rows.append({"student_file": rep.path, "lesson": rep.lesson, "exercise": "understanding",
+                         "status": "ungraded", "points": 0,
+                         "message": f"{rep.understanding} questions, answers in the notebook"})
         rows.append({"student_file": rep.path, "lesson": rep.lesson, "exercise": "total",
                      "status": f"{rep.points}/{len(rep.rows)}", "points": rep.points, "message": ""})
     return rows

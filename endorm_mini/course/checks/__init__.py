@@ -7,7 +7,7 @@ function that yields the test cases (seeded random inputs and edge cases)::
     from endorm_mini.course.checks import case, exercise
 
     @exercise("0.1", "soft_value", reference=reward.soft_value,
-              equation="eq. 11: V(s) = α logsumexp(f(s,·)/α)",
+              equation="the soft value (docs/paper.md §5): V(s) = α logsumexp(f(s,·)/α)",
               hint="subtract the max logit before exponentiating",
               mistakes={"forgot α": lambda logits, alpha=1.0: torch.logsumexp(logits, -1)})
     def soft_value_cases(rng):

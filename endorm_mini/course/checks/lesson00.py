@@ -18,7 +18,7 @@ def _one_max_for_the_tensor(logits, alpha=1.0):
 
 @exercise(
     "0.1", "soft_value", reference=reward.soft_value,
-    equation="eq. 11 (docs/paper.md §5): V(s) = α log Σ_a exp(f(s,a)/α), over the last dimension",
+    equation="the soft value (docs/paper.md §5, unnumbered in the paper): V(s) = α log Σ_a exp(f(s,a)/α), over the last dimension",
     hint="with m = the max of f/α over the last dimension, "
          "log Σ exp(f/α) = m + log Σ exp(f/α − m), and every exp is then ≤ 1",
     rtol=1e-5, atol=1e-5,

@@ -21,10 +21,10 @@ def _actions(rng, B, T, V) -> torch.Tensor:
     return torch.randint(V, (B, T), generator=rng)
 
 
-# ---------------------------------------------------------------- 4.1 soft value (eq. 11)
+# ---------------------------------------------------------------- 4.1 soft value (unnumbered in the paper)
 @exercise(
     "4.1", "soft_value", reference=reward.soft_value,
-    equation="eq. 11: V(s) = α log Σ_a exp(f(s,a)/α), over the last (vocabulary) dimension",
+    equation="the soft value (docs/paper.md §5, unnumbered in the paper): V(s) = α log Σ_a exp(f(s,a)/α), over the last (vocabulary) dimension",
     hint="torch.logsumexp(logits / alpha, dim=-1) is stable; multiply it by α",
     mistakes={
         "forgot the temperature: V = logsumexp(f), not α logsumexp(f/α)":
@@ -81,7 +81,7 @@ def _rewards_all_terminal(logits, actions, alpha=1.0, terminal=None):
 
 @exercise(
     "4.2", "endogenous_rewards", reference=reward.endogenous_rewards,
-    equation="eq. 10–12: log π̂(a|s) = (f(s,a) − V(s))/α, V = α logsumexp(f/α) (eq. 11), "
+    equation="eq. 10–12: log π̂(a|s) = (f(s,a) − V(s))/α, V = α logsumexp(f/α) (the soft value), "
              "r̂(s_h,a_h) = f(s_h,a_h) − V(s_{h+1}) with V(s_{T+1}) = 0 after eos",
     hint="values = soft_value(logits, alpha) is [B, T+1]; zero values[b, -1] where terminal[b]; "
          "q = logits[:, :-1].gather(-1, actions[..., None])[..., 0] is f(s_h, a_h) [B, T]; "
