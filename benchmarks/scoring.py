@@ -75,7 +75,8 @@ def build(model_name: str, n: int, seed: int):
         from endorm_mini.worlds.real_mini import PATH
 
         items = select(rmbench.load(PATH), limit_per_domain=-(-n // 24))
-        pairs = [(item["prompt"], r) for item in items for r in item["chosen"] + item["rejected"]][:n]
+        pairs = [(item["prompt"], r) for item in items
+                 for r in item["chosen"] + item["rejected"]][:n]
         return (model, tok, [prompt_ids(tok, p) for p, _ in pairs],
                 [response_ids(tok, r) for _, r in pairs])
     context = model.config.get_text_config().max_position_embeddings
@@ -154,7 +155,8 @@ def run_worker(method, model, n, seed, threads) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--models", default=f"tiny-domains,qwen-vocab,{REAL}", help="comma-separated")
+    parser.add_argument("--models", default=f"tiny-domains,qwen-vocab,{REAL}",
+                        help="comma-separated")
     parser.add_argument("--n", type=int, default=None,
                         help="responses scored per method (default: 24 on qwen-vocab, 480 on a tiny model, "
                              "so each timing lasts seconds)")
