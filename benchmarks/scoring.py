@@ -8,13 +8,16 @@ its peak memory is its own:
                   fp32 log-softmax and logsumexp over every position and the whole vocabulary
 - ``endogenous``  ``EndogenousReward.score_ids``: LM head only on response states, in chunks
 
-Two models: the tiny zoo model (character tokenizer, texts as long as its context allows)
-and a randomly initialised Qwen2 with Qwen2.5's 151,936-token vocabulary and a small
-hidden size, scored on random token ids (hundreds of tokens per response). Prints
+Three models: the tiny zoo model (character tokenizer, texts as long as its context allows),
+a randomly initialised Qwen2 with Qwen2.5's 151,936-token vocabulary and a small hidden
+size, scored on random token ids (hundreds of tokens per response), and the real
+SmolLM2-135M-Instruct (``smollm2-135m``, fetched once) on real-mini's responses in its own
+chat template. Prints
 responses/s, peak memory above the loaded model (VmHWM, reset after loading), the ratios
 against the targets, and the largest score difference between ``naive`` and ``endogenous``.
 
-    python benchmarks/scoring.py                 # both models, 2 rounds, CPU, 1 thread
+    python benchmarks/scoring.py                 # all three models, 2 rounds, CPU, 1 thread
+    python benchmarks/scoring.py --models smollm2-135m   # the real model on real-mini only
     python benchmarks/scoring.py --quick         # a smoke run
 """
 from __future__ import annotations
@@ -28,6 +31,7 @@ import time
 
 METHODS = ("bare", "naive", "endogenous")
 QWEN_VOCAB = 151_936
+REAL = "smollm2-135m"   # the real instruct model (4-bit copy, fetched once), on real-mini
 
 
 def _rss_kb(field: str) -> int:
@@ -65,6 +69,16 @@ def build(model_name: str, n: int, seed: int):
     from endorm_mini.chat import prompt_ids, response_ids
 
     model, tok = models.load(model_name, device="cpu")
+    if model_name == REAL:  # real-mini's own texts: each item's six responses, every domain
+        from endorm_mini.bench import rmbench
+        from endorm_mini.bench.runner import select
+        from endorm_mini.worlds.real_mini import PATH
+
+        items = select(rmbench.load(PATH), limit_per_domain=-(-n // 24))
+        pairs = [(item["prompt"], r) for item in items
+                 for r in item["chosen"] + item["rejected"]][:n]
+        return (model, tok, [prompt_ids(tok, p) for p, _ in pairs],
+                [response_ids(tok, r) for _, r in pairs])
     context = model.config.get_text_config().max_position_embeddings
     # Real text from the tiny world, repeated to "hundreds of tokens": as long as the context allows.
     items = worlds.mini_rmbench(max(1, n // 12 + 1), seed=seed)
@@ -141,7 +155,8 @@ def run_worker(method, model, n, seed, threads) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--models", default="tiny-domains,qwen-vocab", help="comma-separated")
+    parser.add_argument("--models", default=f"tiny-domains,qwen-vocab,{REAL}",
+                        help="comma-separated")
     parser.add_argument("--n", type=int, default=None,
                         help="responses scored per method (default: 24 on qwen-vocab, 480 on a tiny model, "
                              "so each timing lasts seconds)")
@@ -160,7 +175,7 @@ def main(argv=None) -> int:
         args.n, args.rounds = 4, 1
     failed = False
     for model in args.models.split(","):
-        n = args.n or (24 if model == "qwen-vocab" else 480)
+        n = args.n or {"qwen-vocab": 24, REAL: 48}.get(model, 480)
         best: dict[str, dict] = {}
         for _ in range(args.rounds):  # interleaved, so load from other processes hits all alike
             for method in METHODS:
