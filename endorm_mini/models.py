@@ -10,6 +10,7 @@ one-line ``ValueError`` before anything heavy runs.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from pathlib import Path
 
@@ -107,8 +108,9 @@ def load(name_or_path: str, device="auto", dtype=None, device_map: str | None = 
         kwargs[key] = resolve_dtype(dtype)
     # A local folder loads without transformers' "Loading weights" bar: it is over at once for
     # the kit's models, and an error after loading (a model refused for its task) stays one
-    # line. Downloads from the hub keep their bars.
-    bars = transformers.utils.logging.is_progress_bar_enabled()
+    # line. Downloads from the hub keep their bars, and so do notebooks (their stored outputs
+    # show the bar; issue 20 item 5 decides whether they keep it).
+    bars = transformers.utils.logging.is_progress_bar_enabled() and "ipykernel" not in sys.modules
     if local and bars:
         transformers.utils.logging.disable_progress_bar()
     try:

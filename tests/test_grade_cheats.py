@@ -153,7 +153,8 @@ def test_cheat_run_a_copy_of_the_references_code_object(tmp_path, src, reason):
      "inspect.getsource of the reference"),
     ('from endorm_mini.reward import soft_value as _\n'         # the reference's text pasted
      'def soft_value(logits: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:\n'
-     '    """``V(s) = α logsumexp(f(s,·)/α)`` over the last (vocabulary) dimension (eq. 11)."""\n'
+     '    """``V(s) = α logsumexp(f(s,·)/α)`` over the last (vocabulary) dimension: the soft value,\n'
+     '    unnumbered in the paper (eq. 11 and eq. 12 subtract it)."""\n'
      '    return alpha * torch.logsumexp(logits / alpha, dim=-1)\n', "copy of the reference's source"),
 ])
 def test_cheat_exec_the_references_source(tmp_path, src, reason):
@@ -229,7 +230,7 @@ def test_the_table_shows_reasons_and_summarises_downstream_errors(tmp_path, caps
     path = _notebook(tmp_path, WRONG)
     assert cli.main(["grade", str(path)]) == 1
     out = capsys.readouterr().out
-    assert "likely mistake: a hard max" in out and "re-read: eq. 11" in out and "got" in out
+    assert "likely mistake: a hard max" in out and "re-read: the soft value (docs/paper.md §5" in out and "got" in out
     assert "Traceback" not in out
     stub = _write(tmp_path, _lesson(0), "stub.ipynb")
     assert cli.main(["grade", str(stub)]) == 1
@@ -332,7 +333,8 @@ def test_the_source_scan_refuses_code_tricks_but_not_re_compile():
     # The reference's text with other names is a copy; with another docstring it is not.
     ref = reference_shape(checks.get("0.1"))
     pasted = ('def mine(f, a: float = 1.0):\n    """``V(s) = α logsumexp(f(s,·)/α)``   over the last '
-              '(vocabulary) dimension (eq. 11)."""\n    return a * torch.logsumexp(f / a, dim=-1)\n')
+              '(vocabulary) dimension: the soft value,   unnumbered in the paper (eq. 11 and eq. 12 '
+              'subtract it)."""\n    return a * torch.logsumexp(f / a, dim=-1)\n')
     assert normalised(ast.parse(pasted).body[0]) == ref
     assert normalised(ast.parse(pasted.replace("over the last", "over")).body[0]) != ref
 

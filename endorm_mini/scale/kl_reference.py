@@ -13,7 +13,7 @@ cancel it (``reward.group_advantages``): :class:`KLReferenceReward` rewards
 ``α Σ log π̂ − V(s_{T+1})``, whose advantages are those of the endogenous total. Only a
 completion cut at ``max_completion_length`` needs ``V(s_{T+1})``: the reference's last hidden
 state, caught by a hook during TRL's own forward, through the LM head (gathered under ZeRO-3),
-``V = α logsumexp(f̂/α)`` (eq. 11). What TRL logs under the reward's name is therefore the
+``V = α logsumexp(f̂/α)`` (the soft value, unnumbered in the paper). What TRL logs under the reward's name is therefore the
 endogenous total minus ``V(s_1)``.
 
 Refused, naming why: α ≠ temperature (TRL's log-probs are then those of another policy), β = 0
@@ -126,7 +126,7 @@ def reusing_trainer(base):
 
 @torch.no_grad()
 def last_values(model, hidden: torch.Tensor, alpha: float) -> torch.Tensor:
-    """``V(s) = α logsumexp(f̂(s,·)/α)`` (eq. 11) of hidden states through ``model``'s LM head,
+    """``V(s) = α logsumexp(f̂(s,·)/α)`` (the soft value, unnumbered in the paper) of hidden states through ``model``'s LM head,
     gathered for the product under ZeRO-3 (TRL's ``maybe_gather_lm_head_ctx``)."""
     from trl.trainer.utils import maybe_gather_lm_head_ctx
 
