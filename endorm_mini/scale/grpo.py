@@ -178,9 +178,16 @@ def train(run: GRPORun, resume: bool = False) -> dict:
     rank, size = trainer.args.process_index, trainer.args.world_size
     tally.write(run.out, rank, size, first, trainer.state.global_step)
     trainer.save_model(os.path.join(run.out, "final"))
-    if not main:
-        return {}
-    return finish(trainer, run, tokenizer, held, before, seconds, size)
+    summary = finish(trainer, run, tokenizer, held, before, seconds, size) if main else {}
+    # Every process waits for the first one's evaluation, then leaves the group together: a
+    # process that exits with its gloo/NCCL group alive aborts in C++ ("terminate called
+    # without an active exception") and torchrun reports the whole run failed.
+    trainer.accelerator.wait_for_everyone()
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    return summary
 
 
 def evaluate(trainer, run: GRPORun, tokenizer, held: list[dict]) -> dict | None:
