@@ -42,7 +42,8 @@ def grpo_config(run: GRPORun, weights: list[float], hub: dict | None = None):
 
     The policy is loaded in fp32 everywhere (TRL's default): on a GPU ``bf16=True`` is autocast
     around fp32 master weights, so AdamW's steps of ~1e-6 are not lost to bf16 rounding; under
-    DeepSpeed its bf16 engine keeps the fp32 master copy in the (sharded) optimizer state.
+    DeepSpeed its bf16 engine keeps the fp32 master copy in the (sharded) optimizer state. With
+    LoRA the frozen base is bf16 on a bf16 GPU (it takes no step; peft keeps the adapter fp32).
     """
     import torch
     from trl import GRPOConfig, RLOOConfig
@@ -66,7 +67,8 @@ def grpo_config(run: GRPORun, weights: list[float], hub: dict | None = None):
         reward_weights=weights, use_vllm=run.vllm, vllm_mode=run.vllm_mode,
         vllm_server_host=run.vllm_server_host, vllm_server_port=run.vllm_server_port,
         use_cpu=not gpu, bf16=bf16, activation_checkpointing=gpu,
-        model_init_kwargs={"dtype": "float32", **(hub or {})},
+        model_init_kwargs={"dtype": "bfloat16" if run.lora_rank and bf16 else "float32",
+                           **(hub or {})},
         logging_steps=1, save_strategy="steps", save_steps=run.save_every, save_total_limit=2,
         report_to=run.report_to, disable_tqdm=True, dataloader_num_workers=0)
 

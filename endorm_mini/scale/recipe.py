@@ -45,6 +45,13 @@ class Qwen2Shape:
         embeddings = self.vocab * self.hidden * (1 if self.tied else 2)
         return embeddings + self.layers * layer + self.hidden
 
+    def lora_parameters(self, rank: int) -> int:
+        """Parameters of a rank-``rank`` LoRA adapter on every linear layer but the LM head
+        (peft's ``all-linear``): ``rank × (in + out)`` for q, k, v, o, gate, up and down."""
+        kv = self.kv_heads * (self.hidden // self.heads)
+        sides = (2 * self.hidden) * 2 + (self.hidden + kv) * 2 + 3 * (self.hidden + self.intermediate)
+        return self.layers * rank * sides
+
 
 QWEN25_MATH_7B = Qwen2Shape(vocab=152064, hidden=3584, intermediate=18944, layers=28, heads=28,
                             kv_heads=4, tied=False)
@@ -115,6 +122,48 @@ def one_gpu(parameters: int, reuse: bool = False) -> tuple[float, list[int]]:
     lines = [line for line in ONE_GPU if not (reuse and line.separate_only)]
     return (sum(line.total(parameters) for line in lines),
             [line.bytes_per_parameter for line in lines])
+
+
+LORA_RANK = 16          # the LoRA line's rank (endorm-mini grpo --lora-rank 16)
+SERVER_UTILIZATION = 0.9   # `trl vllm-serve`'s default --gpu_memory_utilization
+
+
+def one_gpu_lora(shape: Qwen2Shape, rank: int = LORA_RANK, reuse: bool = False) -> float:
+    """GB on one bf16 GPU with ``--lora-rank``, before activations: the frozen base in bf16 (it
+    is also TRL's KL reference, the adapter disabled), the adapter's fp32 weights, gradients and
+    2 Adam moments (16 bytes a parameter), and the reward's own bf16 copy unless ``reuse``."""
+    n = shape.parameters()
+    return (2 * n + 16 * shape.lora_parameters(rank) + (0 if reuse else 2 * n)) / GB
+
+
+def vllm_server(parameters: int, gpus: int = GPUS, server_gpus: int = 1,
+                reuse: bool = False) -> tuple[float, float]:
+    """``(GB a training GPU, GB the vLLM GPU)`` with ``--vllm-mode server``: ZeRO-3 over the
+    ``gpus − server_gpus`` training GPUs, nothing gathered for generation (``trl vllm-serve``
+    generates; TRL's weight sync after each step gathers the parameters piecewise: transient, not
+    counted); the server's GPU holds vLLM's bf16 weights and KV cache within its memory
+    utilization (0.9 of the GPU by default)."""
+    lines = [line for line in BUDGET if not (reuse and line.separate_only)
+             and "gathered" not in line.what]
+    training = sum(line.per_gpu(parameters, gpus - server_gpus) for line in lines)
+    return training, SERVER_UTILIZATION * GPU_MEMORY
+
+
+def options_table(shape: Qwen2Shape = QWEN25_MATH_7B) -> str:
+    """The README's table of the other layouts: LoRA on one GPU, vLLM in server mode."""
+    n = shape.parameters()
+    adapter = shape.lora_parameters(LORA_RANK)
+    rows = ["| layout | own reference | with --reuse-kl-reference |", "|---|---|---|",
+            f"| one GPU, `--lora-rank {LORA_RANK}` ({adapter:,} adapter parameters): bf16 base "
+            f"(also the KL reference, adapter off) + the adapter's fp32 weights, gradients, Adam "
+            f"| {one_gpu_lora(shape):.2f} GB | {one_gpu_lora(shape, reuse=True):.2f} GB |"]
+    (own, server), (reused, _) = vllm_server(n), vllm_server(n, reuse=True)
+    rows.append(f"| `--vllm-mode server`: a training GPU ({GPUS - 1} of them, ZeRO-3, nothing "
+                f"gathered for generation) | {own:.2f} GB | {reused:.2f} GB |")
+    rows.append(f"| `--vllm-mode server`: the vLLM GPU (`trl vllm-serve`, {SERVER_UTILIZATION} of "
+                f"{GPU_MEMORY:.0f} GB: bf16 weights + KV cache) | {server:.2f} GB | "
+                f"{server:.2f} GB |")
+    return "\n".join(rows)
 
 
 def memory_table(parameters: int | None = None, gpus: int = GPUS) -> str:
