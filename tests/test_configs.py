@@ -214,6 +214,19 @@ def test_the_other_layouts_add_up():
     assert table in (ROOT / "README.md").read_text()
 
 
+def test_the_rewards_memory_per_process():
+    """The benchmark's 7B line: a whole bf16 copy, or with the reuse the gathered LM head and one
+    fp32 logit row a completion of the micro-step (64 × 8 / (8 GPUs × 16) = 4)."""
+    shape = recipe.QWEN25_MATH_7B
+    memory = recipe.reward_memory()
+    assert memory["micro_batch"] == 4
+    assert memory["own"] == pytest.approx(2 * 7_615_616_512 / 1e9)
+    assert memory["reuse"] == pytest.approx((152064 * 3584 * 2 + 4 * 152064 * 4) / 1e9)
+    assert f"{memory['own']:.2f} GB" in (ROOT / "README.md").read_text()
+    assert f"{memory['reuse']:.2f} GB" in (ROOT / "README.md").read_text()
+    assert shape.vocab == 152064
+
+
 def test_vllm_colocate_is_a_grpo_config_flag():
     """TRL does it in GRPOConfig (use_vllm, vllm_mode), not in accelerate: ``--vllm`` sets it."""
     from endorm_mini.scale.grpo import GRPORun, grpo_config

@@ -175,3 +175,24 @@ def test_without_peft_lora_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch)
     assert code == 2 and "--lora-rank: peft is not installed" in err, err
     assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
+
+
+@needs_peft
+def test_lora_under_deepspeed_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
+    """A config that puts ``--lora-rank`` under DeepSpeed (accelerate fills GRPOConfig's
+    ``deepspeed_plugin``) is refused: the merged final/ needs the whole weights on one process."""
+    from endorm_mini.scale import grpo
+
+    real = grpo.grpo_config
+
+    def under_deepspeed(*args, **kwargs):
+        config = real(*args, **kwargs)
+        config.deepspeed_plugin = object()
+        return config
+
+    monkeypatch.setattr(grpo, "grpo_config", under_deepspeed)
+    code = cli.main(["grpo", "--lora-rank", "4", "--steps", "2", "--eval-problems", "0",
+                     "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and "--lora-rank is for one GPU (or DDP), not DeepSpeed" in err, err
+    assert len(err.strip().splitlines()) == 1

@@ -149,6 +149,20 @@ def vllm_server(parameters: int, gpus: int = GPUS, server_gpus: int = 1,
     return training, SERVER_UTILIZATION * GPU_MEMORY
 
 
+PROMPTS, GENERATIONS, ACCUMULATION = 64, 8, 16   # the recipe's step (commands())
+
+
+def reward_memory(shape: Qwen2Shape = QWEN25_MATH_7B, gpus: int = GPUS) -> dict:
+    """The endogenous reward's memory per process in the 7B recipe, GB: ``own``, the reward's
+    whole bf16 reference; ``reuse`` (``--reuse-kl-reference``), transient: the LM head
+    gathered under ZeRO-3 for ``V(s_{T+1})`` (bf16) and one fp32 row of logits a completion of
+    the micro-batch (``micro_batch`` = prompts × generations / (GPUs × accumulation))."""
+    micro_batch = PROMPTS * GENERATIONS // (gpus * ACCUMULATION)
+    head = shape.vocab * shape.hidden * 2
+    return {"own": 2 * shape.parameters() / GB, "micro_batch": micro_batch,
+            "reuse": (head + micro_batch * shape.vocab * 4) / GB}
+
+
 def options_table(shape: Qwen2Shape = QWEN25_MATH_7B) -> str:
     """The README's table of the other layouts: LoRA on one GPU, vLLM in server mode."""
     n = shape.parameters()
@@ -212,7 +226,8 @@ def commands(out: str = "runs/math7b") -> str:
         "    --prompt-column problem --answer-column solution \\",
         f"    {system} \\",
         "    --reward endogenous --beta 0.01 --max-completion-length 1024 --learning-rate 1e-6 \\",
-        "    --prompts-per-step 64 --num-generations 8 --gradient-accumulation-steps 16 \\",
+        f"    --prompts-per-step {PROMPTS} --num-generations {GENERATIONS} "
+        f"--gradient-accumulation-steps {ACCUMULATION} \\",
         f"    --steps 500 --save-every 50 --reuse-kl-reference --out {out}",
         f"endorm-mini grpo-eval --model {MODEL} \\", *evaluate[:-1],
         f"{evaluate[-1]} --out {out}/math500-base.jsonl",
