@@ -49,7 +49,8 @@ class Qwen2Shape:
         """Parameters of a rank-``rank`` LoRA adapter on every linear layer but the LM head
         (peft's ``all-linear``): ``rank × (in + out)`` for q, k, v, o, gate, up and down."""
         kv = self.kv_heads * (self.hidden // self.heads)
-        sides = (2 * self.hidden) * 2 + (self.hidden + kv) * 2 + 3 * (self.hidden + self.intermediate)
+        attention = 2 * (2 * self.hidden) + 2 * (self.hidden + kv)   # q, o; k, v
+        sides = attention + 3 * (self.hidden + self.intermediate)     # gate, up, down
         return self.layers * rank * sides
 
 
