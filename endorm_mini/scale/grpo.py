@@ -48,6 +48,8 @@ def grpo_config(run: GRPORun, weights: list[float], hub: dict | None = None):
     import torch
     from trl import GRPOConfig, RLOOConfig
 
+    from ..models import model_options
+
     completions = run.prompts_per_step * run.num_generations
     per_step = world_size() * run.gradient_accumulation_steps
     if completions % per_step:
@@ -68,7 +70,7 @@ def grpo_config(run: GRPORun, weights: list[float], hub: dict | None = None):
         vllm_server_host=run.vllm_server_host, vllm_server_port=run.vllm_server_port,
         use_cpu=not gpu, bf16=bf16, activation_checkpointing=gpu,
         model_init_kwargs={"dtype": "bfloat16" if run.lora_rank and bf16 else "float32",
-                           **(hub or {})},
+                           **model_options(hub or {})},
         logging_steps=1, save_strategy="steps", save_steps=run.save_every, save_total_limit=2,
         report_to=run.report_to, disable_tqdm=True, dataloader_num_workers=0)
 
