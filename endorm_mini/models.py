@@ -115,7 +115,7 @@ def load(name_or_path: str, device="auto", dtype=None, device_map: str | None = 
         transformers.utils.logging.disable_progress_bar()
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, **hub)
-        model = AutoModelForCausalLM.from_pretrained(path, **hub, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(path, **model_options(hub), **kwargs)
     except OSError as err:
         if local:
             raise
@@ -191,6 +191,15 @@ def _hub_options(name: str) -> dict:
     raise ValueError(f"cannot load {name!r}: it is no zoo name or local folder, the Hugging Face cache "
                      f"does not have it and the hub is offline ({why}); use a zoo name "
                      "(endorm-mini zoo list) or a folder with the model's files")
+
+
+def model_options(hub: dict) -> dict:
+    """``hub`` for a model's ``from_pretrained``. With peft installed, transformers looks for an
+    ``adapter_config.json`` on the hub without passing ``local_files_only`` on (transformers
+    5.25): offline that is half a minute of retries, so the adapter lookup is told too."""
+    if hub.get("local_files_only"):
+        return {**hub, "adapter_kwargs": {"local_files_only": True}}
+    return hub
 
 
 def _offline_by_env() -> bool:

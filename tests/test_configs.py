@@ -20,7 +20,13 @@ EXPECTED = {  # file -> (distributed_type, processes)
     "ddp_8gpu.yaml": ("MULTI_GPU", 8),
     "zero3_8gpu.yaml": ("DEEPSPEED", 8),
     "vllm_colocate.yaml": ("DEEPSPEED", 8),
+    "vllm_server.yaml": ("DEEPSPEED", 7),       # + 1 GPU for `trl vllm-serve`
+    "zero3_2x8gpu.yaml": ("DEEPSPEED", 16),     # 2 machines × 8
 }
+SLURM = "grpo_2nodes.slurm"
+# the multi-node commands' shell variables, as one machine would expand them
+SHELL_VARIABLES = {"NODE_RANK": "1", "SLURM_NODEID": "1", "MAIN_IP": "node-a", "MAIN": "node-a",
+                   "PORT": "29500"}
 MIXED_PRECISION = ("no", "fp16", "bf16", "fp8")   # accelerate launch --mixed_precision choices
 
 
@@ -60,8 +66,32 @@ def commands_in(text: str, program: str) -> list[list[str]]:
     return found
 
 
-def test_the_four_configs_are_shipped():
+def launches_in(text: str) -> list[list[str]]:
+    """The words after ``accelerate launch`` of every (backslash-continued) such command."""
+    joined = re.sub(r"\\\n\s*(#\s*)?", " ", text)
+    for name, value in SHELL_VARIABLES.items():
+        joined = joined.replace(f'"${name}"', value).replace(f"${name}", value)
+    return [shlex.split(line.split("accelerate launch", 1)[1])
+            for line in joined.splitlines() if "accelerate launch" in line]
+
+
+def test_the_configs_are_shipped():
     assert sorted(p.name for p in (ROOT / "configs").glob("*.yaml")) == sorted(EXPECTED)
+    assert (ROOT / "configs" / SLURM).exists()
+
+
+def check_launch(words: list[str], config) -> object:
+    """accelerate's own parser on an ``accelerate launch`` line (the words after ``launch``):
+    a flag it does not know fails; the config file is shipped and runs our command."""
+    from accelerate.commands.launch import launch_command_parser
+
+    args = launch_command_parser().parse_args(words)
+    assert args.module and args.training_script == "endorm_mini.cli"
+    if args.config_file.startswith("configs/"):   # not a rehearsal's copy of one
+        assert (ROOT / args.config_file).exists()
+    if config.num_machines > 1:   # the per-machine placeholders are given on the command line
+        assert args.machine_rank is not None and args.main_process_ip
+    return args
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -76,15 +106,58 @@ def test_each_config_is_valid_says_when_and_gives_a_command_we_accept(name):
     assert "When:" in header and f"accelerate launch --config_file configs/{name}" in header
     launched = commands_in(header, "endorm_mini.cli")
     assert launched, "no endorm-mini command in the header"
+    launches = launches_in(header)
+    assert launches
+    for words in launches:
+        check_launch(words, config)
     for argv in launched:
         args = cli.build_parser().parse_args(argv)
         assert args.command == "grpo"
-        assert args.vllm == (name == "vllm_colocate.yaml")
+        assert args.vllm == name.startswith("vllm")
+        assert args.vllm_mode == ("server" if name == "vllm_server.yaml" else "colocate")
         if "--num-generations" in argv:   # the recipe's step splits over the config's GPUs
             per_step = config.num_processes * args.gradient_accumulation_steps
             assert args.prompts_per_step * args.num_generations % per_step == 0
         if args.reuse_kl_reference:
             assert args.beta > 0 and args.alpha == args.temperature
+
+
+@pytest.mark.parametrize("edit", [("--machine_rank $NODE_RANK", ""),        # rank forgotten
+                                  ("--main_process_port", "--main_proces_port"),   # a typo
+                                  ("-m endorm_mini.cli", "endorm_mini.cli")])      # not -m
+def test_a_bad_launch_line_fails(edit):
+    header = (ROOT / "configs" / "zero3_2x8gpu.yaml").read_text().split("\ncompute_environment")[0]
+    assert edit[0] in header
+    words, = launches_in(header.replace(edit[0], edit[1]))
+    config = check_config(ROOT / "configs" / "zero3_2x8gpu.yaml")
+    with pytest.raises((AssertionError, SystemExit)):
+        check_launch(words, config)
+
+
+def test_the_slurm_script_launches_the_two_machine_config():
+    """configs/grpo_2nodes.slurm: valid bash; one task a machine, each an ``accelerate launch``
+    of zero3_2x8gpu.yaml with its own --machine_rank and machine 0's address; the GPUs it asks
+    for are the config's processes; the command is one we accept, its step splits evenly."""
+    import subprocess
+
+    path = ROOT / "configs" / SLURM
+    assert subprocess.run(["bash", "-n", str(path)]).returncode == 0
+    text = path.read_text()
+    sbatch = dict(re.findall(r"#SBATCH --([\w-]+)=(\S+)", text))
+    config = check_config(ROOT / "configs" / "zero3_2x8gpu.yaml")
+    assert int(sbatch["nodes"]) == config.num_machines and sbatch["ntasks-per-node"] == "1"
+    assert int(sbatch["nodes"]) * int(sbatch["gpus-per-node"]) == config.num_processes
+    srun = shlex.split(re.sub(r"\\\n\s*", " ", text.split("\nsrun ", 1)[1]))
+    inner = srun[srun.index("-c") + 1]              # what each machine's task runs
+    assert inner.startswith("accelerate launch ")
+    words, = launches_in(inner)
+    launch = check_launch(words, config)
+    assert launch.config_file == "configs/zero3_2x8gpu.yaml"
+    assert (launch.machine_rank, launch.main_process_ip) == (1, "node-a")
+    args = cli.build_parser().parse_args(launch.training_script_args)
+    assert args.command == "grpo" and args.reuse_kl_reference and args.beta > 0
+    per_step = config.num_processes * args.gradient_accumulation_steps
+    assert args.prompts_per_step * args.num_generations % per_step == 0
 
 
 @pytest.mark.parametrize("edit", [
@@ -100,6 +173,58 @@ def test_a_typo_in_a_config_fails(tmp_path, edit):
     path.write_text(text.replace(edit[0], edit[1]))
     with pytest.raises(ValueError):
         check_config(path)
+
+
+def test_the_lora_count_is_pefts(tmp_path):
+    """``Qwen2Shape.lora_parameters`` is what peft trains on a real Qwen2 of the same shape."""
+    pytest.importorskip("peft")
+    from peft import get_peft_model
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from endorm_mini.scale.grpo import GRPORun, lora_config
+
+    shape = recipe.Qwen2Shape(vocab=101, hidden=48, intermediate=80, layers=3, heads=6,
+                              kv_heads=2, tied=False)
+    model = Qwen2ForCausalLM(Qwen2Config(
+        vocab_size=shape.vocab, hidden_size=shape.hidden, intermediate_size=shape.intermediate,
+        num_hidden_layers=shape.layers, num_attention_heads=shape.heads,
+        num_key_value_heads=shape.kv_heads, tie_word_embeddings=False))
+    adapted = get_peft_model(model, lora_config(GRPORun(out="x", lora_rank=4)))
+    trained = sum(p.numel() for p in adapted.parameters() if p.requires_grad)
+    assert shape.lora_parameters(4) == trained
+    assert recipe.QWEN25_MATH_7B.lora_parameters(16) == 40_370_176   # Qwen2.5-7B, r 16
+
+
+def test_the_other_layouts_add_up():
+    """LoRA on one GPU and vLLM in server mode, by hand; the README prints the table."""
+    shape = recipe.QWEN25_MATH_7B
+    n, adapter = shape.parameters(), shape.lora_parameters(16)
+    assert recipe.one_gpu_lora(shape) == pytest.approx((2 * n + 16 * adapter + 2 * n) / 1e9)
+    assert recipe.one_gpu_lora(shape, reuse=True) == pytest.approx((2 * n + 16 * adapter) / 1e9)
+    own, server = recipe.vllm_server(n)
+    reused, _ = recipe.vllm_server(n, reuse=True)
+    assert own == pytest.approx((2 + 4 + 12 + 2) / 7 * n / 1e9 + 2 * n / 1e9)
+    assert reused == pytest.approx((2 + 4 + 12 + 2) / 7 * n / 1e9)
+    assert server == pytest.approx(72.0)
+    table = recipe.options_table()
+    for value in (recipe.one_gpu_lora(shape), recipe.one_gpu_lora(shape, reuse=True), own,
+                  reused):
+        assert f"{value:.2f} GB" in table
+    assert recipe.one_gpu_lora(shape, reuse=True) < 80 < recipe.per_gpu(n, gpus=1)
+    assert table in (ROOT / "README.md").read_text()
+
+
+def test_the_rewards_memory_per_process():
+    """The benchmark's 7B line: a whole bf16 copy, or with the reuse the gathered LM head and one
+    fp32 logit row a completion of the micro-step (64 × 8 / (8 GPUs × 16) = 4)."""
+    shape = recipe.QWEN25_MATH_7B
+    memory = recipe.reward_memory()
+    assert memory["micro_batch"] == 4
+    assert memory["own"] == pytest.approx(2 * 7_615_616_512 / 1e9)
+    assert memory["reuse"] == pytest.approx((152064 * 3584 * 2 + 4 * 152064 * 4) / 1e9)
+    assert f"{memory['own']:.2f} GB" in (ROOT / "README.md").read_text()
+    assert f"{memory['reuse']:.2f} GB" in (ROOT / "README.md").read_text()
+    assert shape.vocab == 152064
 
 
 def test_vllm_colocate_is_a_grpo_config_flag():

@@ -270,6 +270,12 @@ def test_a_local_data_file_and_a_qwen_model_run_end_to_end(tmp_path, capsys, qwe
                  marks=pytest.mark.skipif(bool(importlib.util.find_spec("wandb")),
                                           reason="wandb is installed")),
     (["--report-to", "mlflow"], "invalid choice: 'mlflow'"),
+    (["--vllm-mode", "server"], "--vllm-mode server needs --vllm"),
+    (["--vllm-mode", "remote"], "invalid choice: 'remote'"),
+    pytest.param(["--vllm", "--vllm-mode", "server"], "--vllm: vllm is not installed",
+                 marks=pytest.mark.skipif(bool(importlib.util.find_spec("vllm")),
+                                          reason="vllm is installed")),
+    (["--lora-rank", "-1"], "lora_rank must be ≥ 0"),
     (["--trainer", "ppo"], "invalid choice: 'ppo'"),
 ])
 def test_bad_flags_are_one_line_and_exit_2(tmp_path, capsys, argv, message, qwen):
@@ -284,6 +290,24 @@ def test_bad_flags_are_one_line_and_exit_2(tmp_path, capsys, argv, message, qwen
     assert code == 2 and message in err, err
     assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()   # refused before anything was written
+
+
+def test_vllm_server_mode_reaches_trls_config_and_a_resume_may_change_it():
+    """``--vllm --vllm-mode server``: TRL's client of a ``trl vllm-serve`` at host:port (checked
+    without vllm: GRPOConfig only stores them); where it generates changes nothing learnt."""
+    from endorm_mini.scale.grpo import GRPORun, grpo_config
+
+    args = cli.build_parser().parse_args(["grpo", "--vllm", "--vllm-mode", "server",
+                                          "--vllm-server-host", "gpu-node-0",
+                                          "--vllm-server-port", "8001", "--out", "unused"])
+    names = ("vllm", "vllm_mode", "vllm_server_host", "vllm_server_port", "out")
+    run = GRPORun(**{name: getattr(args, name) for name in names})
+    config = grpo_config(run, [1.0, 0.0])
+    assert (config.use_vllm, config.vllm_mode, config.vllm_server_host,
+            config.vllm_server_port) == (True, "server", "gpu-node-0", 8001)
+    colocated = grpo_config(GRPORun(vllm=True, out="unused"), [1.0, 0.0])
+    assert (colocated.use_vllm, colocated.vllm_mode) == (True, "colocate")
+    assert run.settings() == GRPORun(vllm=True, out="unused").settings()
 
 
 def test_report_to_reaches_trls_config_and_a_resume_may_change_it():

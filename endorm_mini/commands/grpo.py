@@ -9,7 +9,7 @@ import os
 import sys
 
 from ..scale import grpo_data
-from ..scale.grpo_config import REPORTERS, REWARDS, TRAINERS, GRPORun
+from ..scale.grpo_config import REPORTERS, REWARDS, TRAINERS, VLLM_MODES, GRPORun
 from .argtypes import positive_float, positive_int
 
 
@@ -138,8 +138,22 @@ def register_cli(sub) -> None:
     p.add_argument("--temperature", type=positive_float, default=d.temperature,
                    help="sampling temperature of the rollouts")
     p.add_argument("--vllm", action="store_true",
-                   help="generate with vLLM colocated on the training GPUs (GRPOConfig's "
-                        "use_vllm, vllm_mode='colocate')")
+                   help="generate with vLLM (GRPOConfig's use_vllm; where: --vllm-mode)")
+    p.add_argument("--vllm-mode", default=d.vllm_mode, choices=VLLM_MODES,
+                   help="colocate: vLLM on the training GPUs; server: a `trl vllm-serve` on "
+                        "GPUs of its own, at --vllm-server-host:--vllm-server-port")
+    p.add_argument("--vllm-server-host", default=d.vllm_server_host,
+                   help="server mode: the host running `trl vllm-serve`")
+    p.add_argument("--vllm-server-port", type=positive_int, default=d.vllm_server_port,
+                   help="server mode: its port")
+    p.add_argument("--lora-rank", type=int, default=d.lora_rank,
+                   help="train a LoRA adapter of this rank through peft (one GPU; 0: every "
+                        "weight); the policy with the adapter off is TRL's KL reference")
+    p.add_argument("--lora-alpha", type=positive_float,
+                   help="LoRA's α (the adapter is scaled by α/rank; default 2 × rank)")
+    p.add_argument("--lora-target-modules", default=d.lora_target_modules,
+                   help="the layers LoRA adapts: all-linear (every linear layer but the LM "
+                        "head: Llama's and Qwen's attention and MLP) or names, comma-separated")
     p.add_argument("--reuse-kl-reference", action="store_true",
                    help="take the endogenous reward from TRL's KL reference forward (no second "
                         "copy of the model; needs --beta > 0 and --alpha = --temperature)")

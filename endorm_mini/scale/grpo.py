@@ -42,10 +42,13 @@ def grpo_config(run: GRPORun, weights: list[float], hub: dict | None = None):
 
     The policy is loaded in fp32 everywhere (TRL's default): on a GPU ``bf16=True`` is autocast
     around fp32 master weights, so AdamW's steps of ~1e-6 are not lost to bf16 rounding; under
-    DeepSpeed its bf16 engine keeps the fp32 master copy in the (sharded) optimizer state.
+    DeepSpeed its bf16 engine keeps the fp32 master copy in the (sharded) optimizer state. With
+    LoRA the frozen base is bf16 on a bf16 GPU (it takes no step; peft keeps the adapter fp32).
     """
     import torch
     from trl import GRPOConfig, RLOOConfig
+
+    from ..models import model_options
 
     completions = run.prompts_per_step * run.num_generations
     per_step = world_size() * run.gradient_accumulation_steps
@@ -63,11 +66,35 @@ def grpo_config(run: GRPORun, weights: list[float], hub: dict | None = None):
         num_generations=run.num_generations, max_completion_length=run.max_completion_length,
         temperature=run.temperature, learning_rate=run.learning_rate,
         lr_scheduler_type="constant", warmup_steps=0, beta=run.beta,
-        reward_weights=weights, use_vllm=run.vllm, vllm_mode="colocate",
+        reward_weights=weights, use_vllm=run.vllm, vllm_mode=run.vllm_mode,
+        vllm_server_host=run.vllm_server_host, vllm_server_port=run.vllm_server_port,
         use_cpu=not gpu, bf16=bf16, activation_checkpointing=gpu,
-        model_init_kwargs={"dtype": "float32", **(hub or {})},
+        model_init_kwargs={"dtype": "bfloat16" if run.lora_rank and bf16 else "float32",
+                           **model_options(hub or {})},
         logging_steps=1, save_strategy="steps", save_steps=run.save_every, save_total_limit=2,
         report_to=run.report_to, disable_tqdm=True, dataloader_num_workers=0)
+
+
+def lora_config(run: GRPORun):
+    """peft's ``LoraConfig`` for ``--lora-rank`` (``None`` without): rank r, scale α_LoRA/r, on
+    ``run.lora_targets()``, no dropout (GRPO's ratio needs the same forward twice). TRL wraps the
+    policy and, with β > 0, takes its KL reference from the policy with the adapter disabled:
+    the frozen base, no second copy."""
+    if not run.lora_rank:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(r=run.lora_rank, lora_alpha=run.lora_alpha, lora_dropout=0.0,
+                      target_modules=run.lora_targets(), task_type="CAUSAL_LM")
+
+
+def save_merged(trainer, tokenizer, folder: str) -> None:
+    """A LoRA run's ``final/``: the adapter merged into the base, a whole model that loads like
+    any other (``grpo-eval --model``); the adapter alone is in ``final-adapter/``. Merging
+    changes ``trainer.model`` in place: the last thing a run does."""
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    model.merge_and_unload().save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
 
 
 def reward_weights(run: GRPORun) -> list[float]:
@@ -149,11 +176,13 @@ def train(run: GRPORun, resume: bool = False) -> dict:
         for r in train_rows])
     tally = grpo_run.RankTally()
     args = grpo_config(run, reward_weights(run), hub)  # sets up the processes: the reward after
+    if run.lora_rank and args.deepspeed_plugin is not None:
+        raise ValueError("--lora-rank is for one GPU (or DDP), not DeepSpeed: drop one of them")
     funcs = reward_functions(run, tokenizer, tally)
     base = RLOOTrainer if run.trainer == "rloo" else GRPOTrainer
     trainer_class = reusing_trainer(base) if run.reuse_kl_reference else base
     trainer = trainer_class(model=path, reward_funcs=funcs, args=args, train_dataset=dataset,
-                            processing_class=tokenizer)
+                            processing_class=tokenizer, peft_config=lora_config(run))
     if run.reuse_kl_reference:   # the reward reads the reference forward of the same step
         trainer.kl_reference_reward = funcs[0].inner
     for callback in (PrinterCallback, ProgressCallback):
@@ -177,7 +206,7 @@ def train(run: GRPORun, resume: bool = False) -> dict:
     seconds = time.perf_counter() - t0
     rank, size = trainer.args.process_index, trainer.args.world_size
     tally.write(run.out, rank, size, first, trainer.state.global_step)
-    trainer.save_model(os.path.join(run.out, "final"))
+    trainer.save_model(os.path.join(run.out, "final-adapter" if run.lora_rank else "final"))
     summary = finish(trainer, run, tokenizer, held, before, seconds, size) if main else {}
     # Every process waits for the first one's evaluation, then leaves the group together: a
     # process that exits with its gloo/NCCL group alive aborts in C++ ("terminate called
@@ -255,6 +284,8 @@ def finish(trainer, run: GRPORun, tokenizer, held, before, seconds, size) -> dic
                "trainer": run.trainer,
                "model": run.model, "ref_model": run.ref_model or run.model}
     grpo_run.write_json(os.path.join(run.out, grpo_run.SUMMARY), summary)
+    if run.lora_rank:
+        save_merged(trainer, tokenizer, os.path.join(run.out, "final"))
     where = f"{size} processes" if size > 1 else "1 process"
     if after is None:
         result = "no held-out accuracy (evaluate the final model with endorm-mini grpo-eval)"

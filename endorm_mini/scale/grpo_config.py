@@ -13,9 +13,12 @@ from . import grpo_data
 REWARDS = ("endogenous", "verifier", "hybrid")
 
 # Settings a resumed run may change: they do not change what is learned.
-RESUMABLE = ("steps", "out", "save_every", "eval_samples", "report_to")
+RESUMABLE = ("steps", "out", "save_every", "eval_samples", "report_to", "vllm_mode",
+             "vllm_server_host", "vllm_server_port")
 # --report-to: TRL's (transformers') logging integrations -> the package each one needs
 TRAINERS = ("grpo", "rloo")    # TRL's GRPOTrainer, or RLOOTrainer (leave-one-out baseline)
+VLLM_MODES = ("colocate", "server")   # TRL's vllm_mode: on the training GPUs, or `trl vllm-serve`
+LORA_DEFAULTS = {"lora_rank": 0, "lora_alpha": None, "lora_target_modules": "all-linear"}
 REPORTERS = {"none": (), "tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",),
              "trackio": ("trackio",)}
 
@@ -41,7 +44,13 @@ class GRPORun:
     beta: float = 0.0               #: KL coefficient to the reference (TRL's beta; paper 0.01)
     gradient_accumulation_steps: int = 1  #: micro-batches per step (memory, not the batch)
     temperature: float = 1.0        #: sampling temperature of the rollouts
-    vllm: bool = False              #: generate with vLLM colocated on the training GPUs
+    vllm: bool = False              #: generate with vLLM (TRL's use_vllm)
+    vllm_mode: str = "colocate"     #: colocate (on the training GPUs) or server (trl vllm-serve)
+    vllm_server_host: str = "0.0.0.0"  #: server mode: the host of `trl vllm-serve` (TRL's default)
+    vllm_server_port: int = 8000    #: server mode: its port (TRL's default)
+    lora_rank: int = 0              #: LoRA rank r through peft (0: train every weight)
+    lora_alpha: float | None = None  #: LoRA's scale α_LoRA (None: 2 × rank)
+    lora_target_modules: str = "all-linear"  #: peft's target_modules: all-linear or a,b,…
     reuse_kl_reference: bool = False  #: eq. 12 from TRL's KL reference forward (no 2nd copy)
     seed: int = 0                   #: seeds TRL (data order, sampling, initialisation)
     out: str = "runs/grpo"          #: run folder: checkpoints, log.csv, grpo.png, summary.json
@@ -72,6 +81,18 @@ class GRPORun:
         if self.report_to not in REPORTERS:
             raise ValueError(f"report_to must be one of {tuple(REPORTERS)}, got "
                              f"{self.report_to!r}")
+        if self.vllm_mode not in VLLM_MODES:
+            raise ValueError(f"vllm_mode must be one of {VLLM_MODES}, got {self.vllm_mode!r}")
+        if self.vllm_mode == "server" and not self.vllm:
+            raise ValueError("--vllm-mode server needs --vllm (generation by `trl vllm-serve`)")
+        if not 0 < self.vllm_server_port < 65536:
+            raise ValueError(f"vllm_server_port must be 1 … 65535, got {self.vllm_server_port}")
+        if self.lora_rank < 0:
+            raise ValueError(f"lora_rank must be ≥ 0 (0: no LoRA), got {self.lora_rank}")
+        if self.lora_rank and self.lora_alpha is None:
+            self.lora_alpha = 2.0 * self.lora_rank     # the usual α_LoRA = 2r (scale 2)
+        if self.lora_alpha is not None and not self.lora_alpha > 0:
+            raise ValueError(f"lora_alpha must be > 0, got {self.lora_alpha}")
         if self.eval_problems is not None and self.eval_problems < 0:
             raise ValueError(f"eval_problems must be ≥ 0, got {self.eval_problems}")
         if self.reuse_kl_reference:
@@ -99,21 +120,35 @@ class GRPORun:
             del settings["reuse_kl_reference"]
         if self.trainer == "grpo":        # so does one written before --trainer
             del settings["trainer"]
+        if not self.lora_rank:            # and one written before --lora-rank
+            for name in LORA_DEFAULTS:
+                del settings[name]
         return settings
+
+    def lora_targets(self) -> str | list[str]:
+        """peft's ``target_modules``: ``"all-linear"`` (every linear layer but the LM head: for
+        Llama and Qwen q/k/v/o and the MLP's gate/up/down) or the names given."""
+        if self.lora_target_modules == "all-linear":
+            return "all-linear"
+        return [name.strip() for name in self.lora_target_modules.split(",") if name.strip()]
 
 
 def check_installed(run: GRPORun) -> None:
     """``ValueError`` (one line, exit 2) for an option whose package is not installed, before
     anything loads or is written: ``--vllm`` without vllm, ``--report-to`` without its
-    logger."""
+    logger, ``--lora-rank`` without peft."""
     import importlib.util
 
     def installed(*names):
         return any(importlib.util.find_spec(name) is not None for name in names)
 
     if run.vllm and not installed("vllm"):
-        raise ValueError("--vllm: vllm is not installed (pip install vllm, at a version TRL "
-                         "supports, on a GPU machine), or drop --vllm")
+        raise ValueError(f"--vllm: vllm is not installed (pip install vllm, at a version TRL "
+                         f"supports, on a GPU machine; --vllm-mode {run.vllm_mode}), or drop "
+                         "--vllm")
+    if run.lora_rank and not installed("peft"):
+        raise ValueError("--lora-rank: peft is not installed (pip install peft, or the scale "
+                         "extra), or drop --lora-rank")
     needs = REPORTERS[run.report_to]
     if needs and not installed(*needs):
         raise ValueError(f"--report-to {run.report_to}: {needs[0]} is not installed (pip "

@@ -1,7 +1,8 @@
 """The endogenous reward from TRL's own reference forward: no second copy of the model.
 
 With β > 0 TRL's ``GRPOTrainer`` (and ``RLOOTrainer``) keeps a frozen copy of the policy's
-starting weights (sharded like the policy under ZeRO-3) and computes ``ref_per_token_logps``,
+starting weights (sharded like the policy under ZeRO-3; with LoRA, the policy with its adapter
+disabled: the frozen base, no copy at all) and computes ``ref_per_token_logps``,
 ``log softmax(f̂(s_h,·)/T)[a_h]``, on exactly the completion ids it generated, at the sampling
 temperature T, before it calls the reward functions. When the endogenous reward's α is T, that
 is the ``log π̂(a_h|s_h)`` of eq. 10, and the response total of eq. 12 telescopes to
@@ -96,13 +97,24 @@ def reusing_trainer(base):
     class ReusingTrainer(base):
         kl_reference_reward: KLReferenceReward | None = None
 
+        def _is_reference_forward(self, model) -> bool:
+            """TRL's reference forward: on ``ref_model``, or with LoRA (no ``ref_model``) on the
+            policy with its adapter disabled, i.e. the frozen base (peft's flag while TRL's
+            ``use_adapter(model, None)`` runs)."""
+            if getattr(self, "ref_model", None) is not None:
+                return model is self.ref_model
+            inner = self.accelerator.unwrap_model(model)
+            return bool(getattr(inner, "_adapters_disabled", False))
+
         def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask,
                                                logits_to_keep, *args, **kwargs):
             reward = self.kl_reference_reward
-            if reward is None or model is not getattr(self, "ref_model", None):
+            if reward is None or not self._is_reference_forward(model):
                 return super()._get_per_token_logps_and_entropies(
                     model, input_ids, attention_mask, logits_to_keep, *args, **kwargs)
             inner = getattr(model, "module", model)      # a DeepSpeed engine wraps it
+            if hasattr(inner, "get_base_model"):         # LoRA: the peft wrapper's base model
+                inner = inner.get_base_model()
             backbone = getattr(inner, inner.base_model_prefix)
             last = []
 

@@ -45,6 +45,14 @@ class Qwen2Shape:
         embeddings = self.vocab * self.hidden * (1 if self.tied else 2)
         return embeddings + self.layers * layer + self.hidden
 
+    def lora_parameters(self, rank: int) -> int:
+        """Parameters of a rank-``rank`` LoRA adapter on every linear layer but the LM head
+        (peft's ``all-linear``): ``rank × (in + out)`` for q, k, v, o, gate, up and down."""
+        kv = self.kv_heads * (self.hidden // self.heads)
+        attention = 2 * (2 * self.hidden) + 2 * (self.hidden + kv)   # q, o; k, v
+        sides = attention + 3 * (self.hidden + self.intermediate)     # gate, up, down
+        return self.layers * rank * sides
+
 
 QWEN25_MATH_7B = Qwen2Shape(vocab=152064, hidden=3584, intermediate=18944, layers=28, heads=28,
                             kv_heads=4, tied=False)
@@ -117,6 +125,62 @@ def one_gpu(parameters: int, reuse: bool = False) -> tuple[float, list[int]]:
             [line.bytes_per_parameter for line in lines])
 
 
+LORA_RANK = 16          # the LoRA line's rank (endorm-mini grpo --lora-rank 16)
+SERVER_UTILIZATION = 0.9   # `trl vllm-serve`'s default --gpu_memory_utilization
+
+
+def one_gpu_lora(shape: Qwen2Shape, rank: int = LORA_RANK, reuse: bool = False) -> float:
+    """GB on one bf16 GPU with ``--lora-rank``, before activations: the frozen base in bf16 (it
+    is also TRL's KL reference, the adapter disabled), the adapter's fp32 weights, gradients and
+    2 Adam moments (16 bytes a parameter), and the reward's own bf16 copy unless ``reuse``."""
+    n = shape.parameters()
+    return (2 * n + 16 * shape.lora_parameters(rank) + (0 if reuse else 2 * n)) / GB
+
+
+def vllm_server(parameters: int, gpus: int = GPUS, server_gpus: int = 1,
+                reuse: bool = False) -> tuple[float, float]:
+    """``(GB a training GPU, GB the vLLM GPU)`` with ``--vllm-mode server``: ZeRO-3 over the
+    ``gpus − server_gpus`` training GPUs, nothing gathered for generation (``trl vllm-serve``
+    generates; TRL's weight sync after each step gathers the parameters piecewise: transient, not
+    counted); the server's GPU holds vLLM's bf16 weights and KV cache within its memory
+    utilization (0.9 of the GPU by default)."""
+    lines = [line for line in BUDGET if not (reuse and line.separate_only)
+             and "gathered" not in line.what]
+    training = sum(line.per_gpu(parameters, gpus - server_gpus) for line in lines)
+    return training, SERVER_UTILIZATION * GPU_MEMORY
+
+
+PROMPTS, GENERATIONS, ACCUMULATION = 64, 8, 16   # the recipe's step (commands())
+
+
+def reward_memory(shape: Qwen2Shape = QWEN25_MATH_7B, gpus: int = GPUS) -> dict:
+    """The endogenous reward's memory per process in the 7B recipe, GB: ``own``, the reward's
+    whole bf16 reference; ``reuse`` (``--reuse-kl-reference``), transient: the LM head
+    gathered under ZeRO-3 for ``V(s_{T+1})`` (bf16) and one fp32 row of logits a completion of
+    the micro-batch (``micro_batch`` = prompts × generations / (GPUs × accumulation))."""
+    micro_batch = PROMPTS * GENERATIONS // (gpus * ACCUMULATION)
+    head = shape.vocab * shape.hidden * 2
+    return {"own": 2 * shape.parameters() / GB, "micro_batch": micro_batch,
+            "reuse": (head + micro_batch * shape.vocab * 4) / GB}
+
+
+def options_table(shape: Qwen2Shape = QWEN25_MATH_7B) -> str:
+    """The README's table of the other layouts: LoRA on one GPU, vLLM in server mode."""
+    n = shape.parameters()
+    adapter = shape.lora_parameters(LORA_RANK)
+    rows = ["| layout | own reference | with --reuse-kl-reference |", "|---|---|---|",
+            f"| one GPU, `--lora-rank {LORA_RANK}` ({adapter:,} adapter parameters): bf16 base "
+            f"(also the KL reference, adapter off) + the adapter's fp32 weights, gradients, Adam "
+            f"| {one_gpu_lora(shape):.2f} GB | {one_gpu_lora(shape, reuse=True):.2f} GB |"]
+    (own, server), (reused, _) = vllm_server(n), vllm_server(n, reuse=True)
+    rows.append(f"| `--vllm-mode server`: a training GPU ({GPUS - 1} of them, ZeRO-3, nothing "
+                f"gathered for generation) | {own:.2f} GB | {reused:.2f} GB |")
+    rows.append(f"| `--vllm-mode server`: the vLLM GPU (`trl vllm-serve`, {SERVER_UTILIZATION} of "
+                f"{GPU_MEMORY:.0f} GB: bf16 weights + KV cache) | {server:.2f} GB | "
+                f"{server:.2f} GB |")
+    return "\n".join(rows)
+
+
 def memory_table(parameters: int | None = None, gpus: int = GPUS) -> str:
     """The budget of the 7B run as a Markdown table, the arithmetic in every row, for the
     reward's own reference copy and for ``--reuse-kl-reference``, with transformers' generate
@@ -163,7 +227,8 @@ def commands(out: str = "runs/math7b") -> str:
         "    --prompt-column problem --answer-column solution \\",
         f"    {system} \\",
         "    --reward endogenous --beta 0.01 --max-completion-length 1024 --learning-rate 1e-6 \\",
-        "    --prompts-per-step 64 --num-generations 8 --gradient-accumulation-steps 16 \\",
+        f"    --prompts-per-step {PROMPTS} --num-generations {GENERATIONS} "
+        f"--gradient-accumulation-steps {ACCUMULATION} \\",
         f"    --steps 500 --save-every 50 --reuse-kl-reference --out {out}",
         f"endorm-mini grpo-eval --model {MODEL} \\", *evaluate[:-1],
         f"{evaluate[-1]} --out {out}/math500-base.jsonl",
