@@ -8,6 +8,7 @@
 - :mod:`endorm_mini.scale.rmbench`: ``endorm-mini rmbench`` split across the processes of
   ``torchrun`` / ``accelerate launch``.
 
-Only this subpackage imports ``trl``, ``accelerate`` or ``datasets`` (the ``scale`` extra), and
+Only this subpackage imports ``trl``, ``accelerate``, ``datasets`` or ``peft`` (the ``scale``
+extra; peft for ``--lora-rank``), and
 only inside the functions that need them: lessons 00–11 and the core kit never do.
 """
