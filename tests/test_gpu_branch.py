@@ -12,6 +12,7 @@ uses ``MODEL`` or ``SETUP`` after the setup cell. About 2.5 minutes on one free 
 """
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -61,6 +62,39 @@ def stand_ins(tmp_path_factory):
     return offline.random_qwen2(root / "qwen2-tiny", "tiny"), offline.write_data(root / "data")
 
 
+REAL_MODEL_SECTION = "## On a real model"
+BRANCH_NAMES = re.compile(r"\b(SETUP|MODEL|DEVICE|DTYPE)\b")
+
+
+def without_real_model_sections(nb) -> int:
+    """Drop the code of each "On a real model" section (SmolLM2 on the CPU, the same code on
+    both branches, run by the strict nbval test); how many cells were dropped. A cell there that
+    names the setup's branch-dependent values would be GPU-branch code: refused, not dropped."""
+    kept, inside, dropped = [], False, 0
+    for cell in nb.cells:
+        if cell.cell_type == "markdown" and cell.source.startswith("## "):
+            inside = cell.source.startswith(REAL_MODEL_SECTION)
+        if inside and cell.cell_type == "code":
+            assert not BRANCH_NAMES.search(cell.source), \
+                f"a real-model cell uses the setup: {cell.source[:200]!r}"
+            dropped += 1
+            continue
+        kept.append(cell)
+    nb.cells = kept
+    return dropped
+
+
+def test_only_the_real_model_sections_are_dropped():
+    nb = nbformat.read(ROOT / "solutions" / "06_rmbench_rebuilt.ipynb", as_version=4)
+    code_before = sum(c.cell_type == "code" for c in nb.cells)
+    dropped = without_real_model_sections(nb)
+    assert 0 < dropped < code_before and code_before - dropped == sum(c.cell_type == "code" for c in nb.cells)
+    nb.cells.append(nbformat.v4.new_markdown_cell(REAL_MODEL_SECTION + ": planted"))
+    nb.cells.append(nbformat.v4.new_code_cell("print(SETUP.branch)"))
+    with pytest.raises(AssertionError, match="uses the setup"):
+        without_real_model_sections(nb)
+
+
 @pytest.mark.parametrize("master", GPU_NOTEBOOKS, ids=[p.name for p in GPU_NOTEBOOKS])
 @pytest.mark.usefixtures("bf16_attention_works_here")
 def test_gpu_branch_runs_on_a_cpu_with_stand_ins(master, stand_ins, tmp_path):
@@ -68,6 +102,7 @@ def test_gpu_branch_runs_on_a_cpu_with_stand_ins(master, stand_ins, tmp_path):
     env = nbrun.kernel_env(ENDORM_MINI_BRANCH="gpu", ENDORM_MINI_MODEL=str(model), ENDORM_MINI_DTYPE="bf16",
                                ENDORM_MINI_DATA=str(data), CUDA_VISIBLE_DEVICES="")
     nb = nbformat.read(master, as_version=4)
+    without_real_model_sections(nb)
     nbrun.run(nb, tmp_path, timeout=NOTEBOOK_LIMIT_S, env=env)   # raises at the first failing cell
     code = [c for c in nb.cells if c.cell_type == "code"]
     setup_line = "".join(o.get("text", "") for o in code[0].outputs)
