@@ -96,7 +96,8 @@ def _eval_command(args: argparse.Namespace) -> int:
 
 def _data_flags(p) -> None:
     p.add_argument("--dataset", default=grpo_data.TINY_ARITH,
-                   help="tiny-arith (offline), a Hugging Face data set name, or a local "
+                   help="tiny-arith (offline), digit-sums (offline: \"What is 3 + 5?\", for a "
+                        "chat model), a Hugging Face data set name, or a local "
                         ".json/.jsonl/.csv file")
     p.add_argument("--prompt-column", default="prompt", help="the data set's prompt column")
     p.add_argument("--answer-column", default="answer", help="the data set's answer column")

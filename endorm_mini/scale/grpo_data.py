@@ -1,8 +1,9 @@
 """What ``endorm-mini grpo`` trains on and how it is checked: prompts with answers, verifiers,
 sampled accuracy on held-out problems.
 
-A data set is rows ``{"prompt", "answer"}``: the offline tiny-arith problems by default, or any
-Hugging Face data set name or local ``.json`` / ``.jsonl`` / ``.csv`` file with a prompt column
+A data set is rows ``{"prompt", "answer"}``: the offline tiny-arith problems by default,
+``digit-sums`` (offline: "What is 3 + 5?" in words, for a real chat model such as
+``smollm2-135m``, checked by the answer's last number), or any Hugging Face data set name or local ``.json`` / ``.jsonl`` / ``.csv`` file with a prompt column
 and an answer column. Prompts become chat messages when the tokenizer has a chat template (TRL
 then renders them with it, the way the kit's models were trained); otherwise plain text.
 
@@ -17,6 +18,8 @@ import random
 from pathlib import Path
 
 TINY_ARITH = "tiny-arith"     # the default data set: worlds.arith_problems(), offline
+DIGIT_SUMS = "digit-sums"     # offline: the 81 sums of two digits 1 … 9, asked in words
+DIGIT_SUMS_PROMPT = "What is {a} + {b}?"
 ARITH_HELD_OUT = 100          # of the 400 problems, never trained on (the same for every seed)
 FILE_KINDS = {".json": "json", ".jsonl": "json", ".csv": "csv"}
 
@@ -40,12 +43,24 @@ def arith_rows(prompts: list[str]) -> list[dict]:
     return [{"prompt": p, "answer": str(arith_answer(p))} for p in prompts]
 
 
+def digit_sum_rows() -> list[dict]:
+    """The 81 ``digit-sums`` rows ``{"prompt": "What is a + b?", "answer": "a+b"}``, a, b in
+    1 … 9, in one fixed shuffle (so ``--eval-problems N`` holds out the same last N)."""
+    rows = [{"prompt": DIGIT_SUMS_PROMPT.format(a=a, b=b), "answer": str(a + b)}
+            for a in range(1, 10) for b in range(1, 10)]
+    random.Random(DIGIT_SUMS).shuffle(rows)
+    return rows
+
+
 def load_rows(dataset: str, prompt_column: str, answer_column: str,
               split: str = "train") -> list[dict]:
-    """``{"prompt", "answer"}`` rows of a local file (json, jsonl, csv) or a hub data set.
+    """``{"prompt", "answer"}`` rows of ``digit-sums``, a local file (json, jsonl, csv) or a
+    hub data set.
 
     A missing column is refused, naming the flag and the columns there are.
     """
+    if dataset == DIGIT_SUMS:
+        return digit_sum_rows()
     from datasets import load_dataset
 
     path = Path(dataset).expanduser()

@@ -21,9 +21,11 @@ with ``--steps`` not past the checkpoint is refused, naming why.
 from __future__ import annotations
 
 import collections
+import contextlib
 import csv
 import json
 import os
+import time
 
 from tqdm.auto import tqdm
 
@@ -180,3 +182,41 @@ def run_log_callback(out: str):
                 self.bar.close()
 
     return RunLog()
+
+
+@contextlib.contextmanager
+def profiled():
+    """``{name: [seconds, …]}`` of TRL's own profiling blocks while the ``with`` block runs
+    (TRL times them for wandb/mlflow/trackio only): ``transformers.generate``, each reward
+    function by its name, ``_prepare_inputs`` (a step's generation and scoring),
+    ``compute_loss``. ``step_costs`` turns them into what a step costs."""
+    from trl.extras.profiling import ProfilingContext
+
+    times = collections.defaultdict(list)
+    original = ProfilingContext.__exit__
+
+    def timed_exit(self, *exc):
+        if self._start_time is not None:   # TRL names them "GRPOTrainer.<name>": the name kept
+            times[self.name.split(".", 1)[-1]].append(time.perf_counter() - self._start_time)
+        return original(self, *exc)
+
+    ProfilingContext.__exit__ = timed_exit
+    try:
+        yield times
+    finally:
+        ProfilingContext.__exit__ = original
+
+
+def step_costs(times: dict, step_seconds: list[float], rewards: tuple[str, ...]) -> list[dict]:
+    """Per GRPO step, seconds of ``generate`` (the rollouts), ``reward`` (the reward functions
+    ``rewards``) and ``update`` (the rest of TRL's ``step_time``: the policy's log-probs, the loss
+    and its backward; the optimizer's step comes after TRL's clock stops), from ``profiled``'s
+    times and TRL's logged ``step_time``s.
+    One generation and one scoring per step (TRL's default ``steps_per_generation``)."""
+    costs = []
+    for i, total in enumerate(step_seconds):
+        generate = times["transformers.generate"][i]
+        reward = sum(times[name][i] for name in rewards)
+        costs.append({"generate": generate, "reward": reward,
+                      "update": total - times["_prepare_inputs"][i], "total": total})
+    return costs
