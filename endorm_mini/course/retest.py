@@ -123,9 +123,10 @@ class Sandbox:
 
     def __init__(self, setup: dict, deadline: float):
         self.nonce, self.deadline = setup["nonce"], deadline
+        self.errors = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")   # its stderr
         self.proc = subprocess.Popen([sys.executable, "-m", "endorm_mini.course.sandbox"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=None if os.environ.get("ENDORM_SANDBOX_DEBUG") else subprocess.DEVNULL, cwd=setup["cwd"],
-                                     env={**os.environ, "OMP_NUM_THREADS": "1"})
+                                     stdout=subprocess.PIPE, stderr=None if os.environ.get("ENDORM_SANDBOX_DEBUG") else self.errors, cwd=setup["cwd"],
+                                     env={**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""})
         self.fd_in, self.fd_out = self.proc.stdout.fileno(), self.proc.stdin.fileno()
         plain.send(self.fd_out, pickle.dumps(setup))
 
@@ -138,6 +139,7 @@ class Sandbox:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
+        self.errors.close()
 
     def receive(self) -> list:
         left = self.deadline - time.monotonic()
@@ -147,7 +149,9 @@ class Sandbox:
             message = plain.loads(plain.receive(self.fd_in))
         except EOFError:
             self.proc.wait()
-            raise Refused(f"the sandbox stopped (exit code {self.proc.returncode}): your code ended the process")
+            self.errors.seek(0)
+            last = ([line.strip() for line in self.errors.read()[-5000:].splitlines() if line.strip()] or [""])[-1]
+            raise Refused(f"the sandbox stopped (exit code {self.proc.returncode}){': ' + last if last else ''}")
         if not (isinstance(message, list) and len(message) >= 2 and message[1] == self.nonce
                 and isinstance(message[0], str)):
             raise plain.BadData("a message without the session's token")
@@ -236,7 +240,8 @@ def retest(ex: checks.Exercise, cells: list[str], seed: int, timeout: float = 30
     package = sorted(m for m, mod in sys.modules.items() if mod is not None and m.startswith("endorm_mini")
                      and not m.startswith("endorm_mini.course"))
     setup = {"nonce": secrets.token_hex(16), "name": ex.name, "statements": statements,
-             "preload": list(dict.fromkeys(preload + package + [ex.module])),   # its classes make the inputs "remove": remove,
+             "preload": list(dict.fromkeys(preload + package + [ex.module])),   # [ex.module]: the inputs' classes
+             "remove": remove,
              "watch": [_where(f) for f in helpers], "c_names": sorted(c_names),
              "stand_ins": {name: _where(others[name].reference) for name in stand},
              "cwd": tempfile.mkdtemp(prefix="endorm-sandbox-")}

@@ -144,6 +144,9 @@ def main() -> int:
 
     from . import plain
     torch.set_num_threads(1)
+    # On the CPU only: torch.manual_seed would otherwise queue CUDA's seeding with the stack
+    # as text, which reads the source of every frame (the package's too).
+    torch.cuda.manual_seed_all = torch.cuda.manual_seed = lambda seed: None
     for module in setup["preload"]:
         try:
             importlib.import_module(module)

@@ -27,7 +27,7 @@ BANNED_NAMES = {"exec": "exec", "eval": "eval", "compile": "compile", "__import_
                 "f_back": "a frame", "f_locals": "a frame", "f_globals": "a frame", "gi_frame": "a frame",
                 "__globals__": "a function's __globals__", "__closure__": "a function's __closure__",
                 "get_objects": "gc.get_objects", "get_referrers": "gc.get_referrers", "marshal": "marshal",
-                "ctypes": "ctypes", "subprocess": "subprocess", "system": "os.system"}
+                "ctypes": "ctypes", "subprocess": "subprocess"}
 # Modules whose imports the rebuild re-runs (and their submodules); the package's too, but
 # never endorm_mini.course nor a private name.
 ALLOWED_MODULES = {"torch", "numpy", "math", "cmath", "heapq", "itertools", "collections", "functools",
@@ -205,11 +205,15 @@ def rebuild_plan(cells: list[str], index: int, fn_def: ast.FunctionDef, others: 
     the sandbox re-runs before the exercise's ``def`` (which comes last), the modules they
     import, the lesson's other exercises the function calls (their references stand in),
     and why the rebuild is refused (``None`` when it is not)."""
-    statements = []              # (cell number, node)
+    statements = []              # (cell number, node); `import a, b` as two imports
     for i, source in enumerate(cells[:index + 1]):
         module = _parse(source)
         for node in module.body if module is not None else []:
-            if node is not fn_def and not (i == index and node.lineno >= fn_def.lineno):
+            if node is fn_def or (i == index and node.lineno >= fn_def.lineno):
+                continue
+            if isinstance(node, ast.Import):
+                statements += [(i, ast.copy_location(ast.Import([alias]), node)) for alias in node.names]
+            else:
                 statements.append((i, node))
     needed = _uses(fn_def) | {fn_def.name}
     stand = set()
