@@ -193,6 +193,32 @@ class Sandbox:
                 raise plain.BadData(f"an unexpected {kind!r}")
 
 
+class _Modules(pickle.Unpickler):
+    def __init__(self, raw: bytes):
+        super().__init__(io.BytesIO(raw))
+        self.modules: set[str] = set()
+
+    def find_class(self, module, name):
+        self.modules.add(module)
+        return super().find_class(module, name)
+
+    def persistent_load(self, pid):
+        return None
+
+
+def _input_modules(runs) -> list[str]:
+    """The modules of the classes the cases' inputs are made of: the sandbox imports them
+    before its audit hook (their imports read files and build code)."""
+    found: set[str] = set()
+    for case, _ in runs:
+        buffer = io.BytesIO()
+        _Pickler(buffer, []).dump((case.args, case.kwargs))
+        reader = _Modules(buffer.getvalue())
+        reader.load()
+        found |= reader.modules
+    return sorted(found)
+
+
 def _names(data) -> list[str]:
     return [str(x) for x in data] if isinstance(data, list) else []
 
@@ -237,11 +263,12 @@ def retest(ex: checks.Exercise, cells: list[str], seed: int, timeout: float = 30
     helpers = _helpers_of(ex, fixed)
     _, c_names = judge.forbidden(ex)
     remove = [_where(ex.reference)] + [_where(f) for f in ex.forbid if callable(f) and judge.code_objects(f)]
-    package = sorted(m for m, mod in sys.modules.items() if mod is not None and m.startswith("endorm_mini")
+    inputs = _input_modules(runs)
+    package = inputs + sorted(m for m, mod in sys.modules.items() if mod is not None and m.startswith("endorm_mini")
                      and not m.startswith("endorm_mini.course"))
     setup = {"nonce": secrets.token_hex(16), "name": ex.name, "statements": statements,
              "preload": list(dict.fromkeys(preload + package + [ex.module])),   # [ex.module]: the inputs' classes
-             "remove": remove,
+             "remove": remove, "input_modules": inputs,
              "watch": [_where(f) for f in helpers], "c_names": sorted(c_names),
              "stand_ins": {name: _where(others[name].reference) for name in stand},
              "cwd": tempfile.mkdtemp(prefix="endorm-sandbox-")}

@@ -53,7 +53,8 @@ REFUSED = {  # event prefix -> what the learner is told their function tried to 
     "os.remove": "remove a file", "os.rename": "rename a file", "shutil.": "copy files", "os.chdir": "change folder",
     "os.putenv": "change the environment", "os.unsetenv": "change the environment",
 }
-PICKLE_ROOTS = {"torch", "numpy", "collections", "copyreg", "_codecs", "endorm_mini", "math", "fractions"}
+PICKLE_ROOTS = {"torch", "numpy", "collections", "copyreg", "_codecs", "endorm_mini", "math", "fractions",
+                "transformers", "tokenizers"}   # the small models some cases hand the function
 PICKLE_BUILTINS = {"set", "frozenset", "slice", "range", "complex", "bytearray", "object", "tuple", "list",
                    "dict", "int", "float", "bool", "str", "bytes"}
 FRAMES = {"tb_frame", "gi_frame", "cr_frame", "ag_frame", "f_back", "f_locals", "f_globals"}   # a frame: the judge's state
@@ -175,6 +176,7 @@ def main() -> int:
         except (ImportError, AttributeError):
             pass
     c_names = frozenset(setup["c_names"])
+    input_modules = frozenset(setup.get("input_modules", ()))
     _forget_exercises()
     plain.loads(plain.dumps(["warm up", torch.zeros(1)]))     # torch.save's lazy imports, before the hook
     _remove(removed)
@@ -231,8 +233,9 @@ def main() -> int:
             return filename is None or allowed_path(filename)
         if event == "exec":
             code = args[0] if args else None
-            return code in ours["codes"] or (hasattr(code, "co_filename") and code.co_filename != "<string>"
-                                             and allowed_path(code.co_filename))
+            if code in ours["codes"] or caller_file(3).endswith(CODE_MAKERS):
+                return True
+            return hasattr(code, "co_filename") and code.co_filename != "<string>" and allowed_path(code.co_filename)
         if event == "compile" and ours["compile"]:
             ours["compile"] -= 1
             return True
@@ -250,6 +253,8 @@ def main() -> int:
             root = module.split(".")[0]
             if module == "builtins":
                 return name in PICKLE_BUILTINS
+            if module in input_modules:      # what the judge's own inputs are made of
+                return True
             return root in PICKLE_ROOTS and (not module.startswith("endorm_mini.course")
                                              or module.startswith("endorm_mini.course.checks."))
         return not any(event.startswith(prefix) for prefix in REFUSED)
@@ -264,7 +269,10 @@ def main() -> int:
             ours["busy"] = False
         if not ok:
             reason = next((why for prefix, why in REFUSED.items() if event.startswith(prefix)), event)
-            refusals.append(f"your function tried to {reason} ({event})")
+            what = f"{event} {args[0]}" if event in ("open", "os.listdir", "os.scandir") and args \
+                and isinstance(args[0], (str, bytes)) else f"{event} {args[0]}.{args[1]}" \
+                if event == "pickle.find_class" else event
+            refusals.append(f"your function tried to {reason} ({what})")
             raise RuntimeError(f"refused while graded: {reason}")
     sys.addaudithook(hook)
 
@@ -310,7 +318,8 @@ def main() -> int:
         try:
             args, kwargs, seed = _Inputs(raw, fd_in, fd_out, nonce).load()
         except Exception as err:  # noqa: BLE001 - the grader's fault, said so
-            _send(fd_out, plain.dumps(["refused", nonce, f"the sandbox could not load the case's inputs ({err})"]))
+            why = refusals[-1] if refusals else str(err)
+            _send(fd_out, plain.dumps(["refused", nonce, f"the sandbox could not load the case's inputs ({why})"]))
             return 0
         seen.clear()
         torch.manual_seed(seed)
