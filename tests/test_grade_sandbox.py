@@ -107,6 +107,9 @@ def _marshalled_reference() -> str:
      "start a process"),
     ("def soft_value(logits, alpha=1.0):\n    with torch.multiprocessing.get_context('fork').Pool(1) as pool:\n"
      "        pool.map(abs, [1])\n" + WRONG, (), "start a"),
+    # a thread, to call it where a profiler might not look
+    ("def soft_value(logits, alpha=1.0):\n" + IMP + "    t = imp('threading').Thread(target=print)\n    t.start()\n"
+     + WRONG, (), "start a thread"),
     # a marshalled code object of the reference (hidden from the source scan)
     ("CODE = {code!r}\ndef soft_value(logits, alpha=1.0):\n" + IMP +
      "    ns = {{'torch': torch}}\n    m = imp('mar' + 'shal')\n"

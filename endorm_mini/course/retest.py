@@ -94,6 +94,9 @@ def _helpers_of(ex: checks.Exercise, cases: list) -> list:
     return found
 
 
+STARTUP = 120     # seconds for the sandbox to start and rebuild, besides the function's limit
+
+
 def _where(fn) -> str:
     fn = inspect.unwrap(getattr(fn, "__func__", fn))
     return f"{fn.__module__}:{fn.__qualname__}"
@@ -273,14 +276,15 @@ def retest(ex: checks.Exercise, cells: list[str], seed: int, timeout: float = 30
              "stand_ins": {name: _where(others[name].reference) for name in stand},
              "cwd": tempfile.mkdtemp(prefix="endorm-sandbox-")}
     outcomes, seen = [], []
-    sandbox = Sandbox(setup, time.monotonic() + timeout)
+    sandbox = Sandbox(setup, time.monotonic() + timeout + STARTUP)
     try:
         try:
             sandbox.ready()
+            sandbox.deadline = time.monotonic() + timeout      # the function's own time, from here
         except Refused as err:
             return _row("failed", f"✘ {tag}: {err}", similar)
         except TooSlow:
-            return _row("failed", f"✘ {tag}: the rebuild did not finish within {timeout:g} s", similar)
+            return _row("failed", f"✘ {tag}: the rebuild did not finish within {timeout + STARTUP:g} s", similar)
         for case, s in runs:
             try:
                 got, after, calls = sandbox.run(case, s)

@@ -288,7 +288,10 @@ def main() -> int:
         except Exception as err:  # noqa: BLE001 - reported by name
             if refusals:
                 break
-            _send(fd_out, plain.dumps(["refused", nonce, f"{filename} raised {type(err).__name__}: {err}"]))
+            gone = "; the exercise's reference and the functions it forbids are not there while it is graded" \
+                if isinstance(err, (ImportError, AttributeError)) else ""
+            _send(fd_out, plain.dumps(["refused", nonce, f"`{source.splitlines()[0][:80]}` ({filename[1:-1]}) raised "
+                                                         f"{type(err).__name__}: {err}{gone}"]))
             return 0
     if refusals:
         _send(fd_out, plain.dumps(["refused", nonce, refusals[0]]))
