@@ -89,7 +89,7 @@ def _remove(targets: list[str]) -> None:
             continue
         found.append(fn)
         name = where.rpartition(".")[2].rpartition(":")[2]
-        if inspect.isclass(owner) and name in vars(owner):
+        if (inspect.isclass(owner) or inspect.ismodule(owner)) and name in vars(owner):
             delattr(owner, name)
     for module_name, module in list(sys.modules.items()):
         if module is None or not module_name.startswith("endorm_mini"):
