@@ -59,7 +59,8 @@ PICKLE_BUILTINS = {"set", "frozenset", "slice", "range", "complex", "bytearray",
                    "dict", "int", "float", "bool", "str", "bytes"}
 FRAMES = {"tb_frame", "gi_frame", "cr_frame", "ag_frame", "f_back", "f_locals", "f_globals"}   # a frame: the judge's state
 TEXT_STACK = ("traceback.py:format_stack", "traceback.py:extract_stack")
-CODE_MAKERS = ("dataclasses.py", "collections/__init__.py", "typing.py", "enum.py")   # class machinery only
+# The standard library's class machinery: it compiles and looks one frame up for a module name.
+CODE_MAKERS = ("dataclasses.py", "collections/__init__.py", "typing.py", "enum.py")
 
 
 def _allowed_roots() -> list[str]:
@@ -245,7 +246,8 @@ def main() -> int:
         if event in ("marshal.loads", "marshal.load"):
             return "importlib" in caller_file(3)
         if event == "sys._getframe":     # the stack as text (torch.manual_seed keeps it), never frames
-            return caller_name(3).endswith(TEXT_STACK)
+            ours["caller"] = caller_name(3)
+            return ours["caller"].endswith(TEXT_STACK) or ours["caller"].rpartition(":")[0].endswith(CODE_MAKERS)
         if event == "object.__getattr__":
             return len(args) > 1 and args[1] not in FRAMES
         if event == "pickle.find_class":
@@ -271,7 +273,8 @@ def main() -> int:
             reason = next((why for prefix, why in REFUSED.items() if event.startswith(prefix)), event)
             what = f"{event} {args[0]}" if event in ("open", "os.listdir", "os.scandir") and args \
                 and isinstance(args[0], (str, bytes)) else f"{event} {args[0]}.{args[1]}" \
-                if event == "pickle.find_class" else event
+                if event == "pickle.find_class" else f"{event} in {ours.get('caller', '?')}" \
+                if event == "sys._getframe" else event
             refusals.append(f"your function tried to {reason} ({what})")
             raise RuntimeError(f"refused while graded: {reason}")
     sys.addaudithook(hook)
