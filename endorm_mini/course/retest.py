@@ -128,7 +128,9 @@ class Sandbox:
         self.nonce, self.deadline = setup["nonce"], deadline
         self.errors = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")   # its stderr
         self.proc = subprocess.Popen([sys.executable, "-m", "endorm_mini.course.sandbox"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=None if os.environ.get("ENDORM_SANDBOX_DEBUG") else self.errors, cwd=setup["cwd"],
+                                     stdout=subprocess.PIPE, cwd=setup["cwd"],
+                                     # ENDORM_SANDBOX_DEBUG=1: its tracebacks on this process's stderr
+                                     stderr=None if os.environ.get("ENDORM_SANDBOX_DEBUG") else self.errors,
                                      env={**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""})
         self.fd_in, self.fd_out = self.proc.stdout.fileno(), self.proc.stdin.fileno()
         plain.send(self.fd_out, pickle.dumps(setup))
