@@ -1,6 +1,7 @@
-"""``endorm-mini grade`` holds: each exercise is re-tested out of the notebook in a fresh
-process, with trip-wires and fresh cases, so none of these cheats scores (one test per
-cheat), and honest work still does. Notebooks are copies of lessons/NN with their exercise
+"""``endorm-mini grade`` holds: each exercise is re-tested out of the notebook, its function
+in a sandbox process apart from the judge, on fresh cases, so none of these cheats scores
+(one test per cheat; the determined ones of issue 21: tests/test_grade_sandbox.py), and
+honest work still does. Notebooks are copies of lessons/NN with their exercise
 cells replaced; each grade runs the notebook for real (a few seconds for lesson 00)."""
 from __future__ import annotations
 
@@ -104,13 +105,13 @@ def test_the_solved_masters_grade_full_marks(lesson):
 # ---------------------------------------------------------------- cheats, one test each
 @pytest.mark.parametrize("body", [
     "    sys.setprofile(None)\n",                             # caught by the source scan
-    '    getattr(sys, "set" + "profile")(None)\n',            # hidden: caught by the trip-wire
+    '    getattr(sys, "set" + "profile")(None)\n',            # hidden: `import sys` is not re-run
 ])
 def test_cheat_setprofile_none_then_call_the_reference(tmp_path, body):
     src = "import sys\nfrom endorm_mini.reward import soft_value as ref\n" \
           f"def soft_value(logits, alpha=1.0):\n{body}    return ref(logits, alpha)\n"
     row = _failed(_notebook(tmp_path, src))
-    assert "setprofile" in row.detail or "trip-wired" in row.detail
+    assert "setprofile" in row.detail or "`import sys`" in row.detail
 
 
 THREAD_CHEAT = '''import threading
@@ -126,7 +127,7 @@ def soft_value(logits, alpha=1.0):
 
 
 def test_cheat_call_the_reference_from_a_thread(tmp_path):
-    _failed(_notebook(tmp_path, THREAD_CHEAT), "endorm_mini.reward.soft_value", "trip-wired", "sneaky")
+    _failed(_notebook(tmp_path, THREAD_CHEAT), "`import threading`")   # started anyway: test_grade_sandbox.py
 
 
 @pytest.mark.parametrize("src, reason", [
@@ -136,7 +137,7 @@ def test_cheat_call_the_reference_from_a_thread(tmp_path):
     ("from endorm_mini.reward import soft_value as ref\n"        # hidden from the source scan
      "def soft_value(logits, alpha=1.0):\n"
      '    copy = type(ref)(getattr(ref, "__co" + "de__"), globals())\n'
-     "    return copy(logits, alpha)\n", "trip-wired"),
+     "    return copy(logits, alpha)\n", "not there while it is graded"),
 ])
 def test_cheat_run_a_copy_of_the_references_code_object(tmp_path, src, reason):
     _failed(_notebook(tmp_path, src), reason)
@@ -150,7 +151,7 @@ def test_cheat_run_a_copy_of_the_references_code_object(tmp_path, src, reason):
      "def soft_value(logits, alpha=1.0):\n    ns = {'torch': torch}\n"
      "    text = getattr(inspect, 'get' + 'source')(reward.soft_value)\n"
      "    vars(builtins)['ex' + 'ec'](text, ns)\n    return ns['soft_value'](logits, alpha)\n",
-     "inspect.getsource of the reference"),
+     "`import builtins`"),
     ('from endorm_mini.reward import soft_value as _\n'         # the reference's text pasted
      'def soft_value(logits: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:\n'
      '    """``V(s) = α logsumexp(f(s,·)/α)`` over the last (vocabulary) dimension: the soft value,\n'
@@ -165,7 +166,7 @@ def test_cheat_call_a_private_helper(tmp_path):
     src = ("from endorm_mini import reward\ndef soft_value(logits, alpha=1.0):\n"
            "    return reward._soft_value_inplace(logits.clone().reshape(-1, logits.shape[-1]), alpha)"
            ".reshape(logits.shape[:-1])\n")
-    _failed(_notebook(tmp_path, src), "endorm_mini.reward._soft_value_inplace", "trip-wired")
+    _failed(_notebook(tmp_path, src), "endorm_mini.reward._soft_value_inplace", "which does the work")
 
 
 def test_cheat_redefine_check_to_print_passed(tmp_path):
@@ -182,7 +183,7 @@ def test_cheat_patch_grading_compare(tmp_path, where):
     else:
         src = "import endorm_mini.course.judge as g\ndef soft_value(logits, alpha=1.0):\n" \
               "    g.compare = lambda *a, **k: None\n    return logits.amax(-1)\n"
-        _failed(_notebook(tmp_path, src), "patched the grader's compare")
+        _failed(_notebook(tmp_path, src), "`import endorm_mini.course.judge`")
 
 
 def test_cheat_wrap_the_check_cell_in_try_except(tmp_path):
@@ -264,7 +265,8 @@ def test_batch_grading_writes_csv_and_json_and_survives_bad_and_hanging_notebook
     code = cli.main(["grade", str(folder), "--csv", str(out_csv), "--json", str(out_json), "--limit", "25"])
     assert code == 1
     rows = list(csv.DictReader(out_csv.open(encoding="utf-8")))
-    assert list(rows[0]) == ["student_file", "lesson", "exercise", "status", "points", "message"]
+    assert list(rows[0]) == ["student_file", "lesson", "exercise", "status", "points", "message", "similarity"]
+    assert 0 < float(rows[0]["similarity"]) <= 1, rows[0]
     by = {(Path(r["student_file"]).name, r["exercise"]): r for r in rows}
     assert by[("alice.ipynb", "0.1")]["status"] == "passed" and by[("alice.ipynb", "total")]["points"] == "1"
     assert by[("bob.ipynb", "(notebook)")]["status"] == "timed out"
@@ -312,7 +314,7 @@ def test_a_class_of_30_notebooks_is_graded_into_one_csv(tmp_path):
         row = status[(name, "0.1")]
         assert row["status"] == want[kind], (name, kind, row)
         assert status[(name, "total")]["points"] == str(int(want[kind] == "passed")), (name, kind)
-    assert "trip-wired" in status[("student17.ipynb", "0.1")]["message"]
+    assert "`import threading`" in status[("student17.ipynb", "0.1")]["message"]
     assert status[("student29.ipynb", "(notebook)")]["status"] == "timed out"
     assert len({r["student_file"] for r in rows}) == 30
 

@@ -463,7 +463,8 @@ def test_grade_counts_the_understanding_questions_and_scores_none():
     table = grade.table([report])
     ungraded = [r for r in table if r["exercise"] == "understanding"]
     assert ungraded == [{"student_file": "nb.ipynb", "lesson": 99, "exercise": "understanding",
-                         "status": "ungraded", "points": 0, "message": "2 questions, answers in the notebook"}]
+                         "status": "ungraded", "points": 0, "message": "2 questions, answers in the notebook",
+                         "similarity": ""}]
     total = next(r for r in table if r["exercise"] == "total")
     assert total["status"] == "1/2" and total["points"] == 1           # the questions count for nothing
     assert not [r for r in grade.table([report._replace(understanding=0)]) if r["exercise"] == "understanding"]

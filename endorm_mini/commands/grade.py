@@ -66,7 +66,8 @@ def _grade_command(args) -> int:
                             "out_of": len(r.rows), "seconds": round(r.seconds, 1), "others": r.others,
                             "understanding": {"questions": r.understanding, "status": "ungraded", "points": 0},
                             "exercises": [{"exercise": x.exercise, "name": x.name, "status": x.result,
-                                           "points": x.points, "message": x.detail} for x in r.rows]}
+                                           "points": x.points, "message": x.detail, "similarity": x.similarity}
+                                          for x in r.rows]}
                            for r in reports], indent=1, ensure_ascii=False)
         if args.json == "-":
             print(text)

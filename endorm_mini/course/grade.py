@@ -1,8 +1,10 @@
 """``endorm-mini grade``: run a learner's notebook under nbval and re-test each exercise out of it.
 
 The notebook runs under ``pytest --nbval-lax`` so that its code runs in context; at the same
-time each exercise function is re-tested in a fresh process (:mod:`.retest`: trip-wires,
-fresh seeded cases) by the same judge that ``check()`` uses (:mod:`.judge`). Only the
+time each exercise function is re-tested out of it (:mod:`.retest`: fresh seeded cases) by
+the same judge that ``check()`` uses (:mod:`.judge`), in a process that runs no learner
+code; the function itself runs in a sandbox process that sees only each case's inputs
+(:mod:`.sandbox`). Only the
 re-test scores: what the notebook's own check cells printed does not count.
 """
 from __future__ import annotations
@@ -27,6 +29,7 @@ class Row(NamedTuple):
     name: str
     result: str   # passed · failed · not attempted · missing · not run
     detail: str   # why, for anything but passed
+    similarity: float | None = None  # of the exercise's AST to the reference's (names canonicalised), 0-1
 
     @property
     def points(self) -> int:
@@ -151,7 +154,8 @@ def grade_notebook(path: str | Path, timeout: float = 300, limit: float = 1800,
                    seed: int | None = None) -> GradeReport:
     """Grade a learner's notebook: run it under nbval (lax) so that its code runs in
     context, and, at the same time, re-test each exercise function out of it in a fresh
-    process (:mod:`.retest`: trip-wires, fresh seeded cases). Only the re-test
+    process (:mod:`.retest`: the judge; the function runs in :mod:`.sandbox`, fresh seeded
+    cases). Only the re-test
     scores; what the notebook's own check cells printed does not count.
 
     ``timeout``: seconds per cell; ``limit``: seconds for the whole notebook (a hanging
@@ -218,7 +222,8 @@ def grade_notebook(path: str | Path, timeout: float = 300, limit: float = 1800,
     for eid in expected:
         name = checks.get(eid).name
         if eid in results:
-            rows.append(Row(eid, name, results[eid]["result"], results[eid]["detail"]))
+            rows.append(Row(eid, name, results[eid]["result"], results[eid]["detail"],
+                            results[eid].get("similarity")))
         elif eid not in exercise_at:
             rows.append(Row(eid, name, "missing", f"no '# EXERCISE {eid}' cell in this notebook"))
         else:
@@ -262,15 +267,16 @@ def table(reports: list[GradeReport]) -> list[dict]:
     for rep in reports:
         for r in rep.rows:
             rows.append({"student_file": rep.path, "lesson": rep.lesson, "exercise": r.exercise,
-                         "status": r.result, "points": r.points, "message": r.detail})
+                         "status": r.result, "points": r.points, "message": r.detail,
+                         "similarity": "" if r.similarity is None else f"{r.similarity:.2f}"})
         if rep.status != "ran" or (not rep.rows and rep.others):
             rows.append({"student_file": rep.path, "lesson": rep.lesson, "exercise": "(notebook)",
                          "status": rep.status if rep.status != "ran" else "error", "points": 0,
-                         "message": "; ".join(rep.others)})
+                         "message": "; ".join(rep.others), "similarity": ""})
         if rep.understanding:
             rows.append({"student_file": rep.path, "lesson": rep.lesson, "exercise": "understanding",
                          "status": "ungraded", "points": 0,
-                         "message": f"{rep.understanding} questions, answers in the notebook"})
+                         "message": f"{rep.understanding} questions, answers in the notebook", "similarity": ""})
         rows.append({"student_file": rep.path, "lesson": rep.lesson, "exercise": "total",
-                     "status": f"{rep.points}/{len(rep.rows)}", "points": rep.points, "message": ""})
+                     "status": f"{rep.points}/{len(rep.rows)}", "points": rep.points, "message": "", "similarity": ""})
     return rows

@@ -1,87 +1,53 @@
-"""``endorm-mini grade``'s re-test: each exercise function, taken out of the notebook and
-tested in a fresh process against the package's reference.
+"""``endorm-mini grade``'s re-test: the judge, in a process that never runs learner code.
 
-What the notebook printed does not count. For each exercise the worker
+For each exercise the judge (``python -m endorm_mini.course.retest SPEC.json RESULT.json``,
+started by :mod:`.grade`)
 
-1. finds the exercise cell (``# EXERCISE N.M``) and the last top-level ``def NAME`` in it
-   (``NAME`` = ``checks.get(id).name``); no such ``def`` means "failed";
-2. refuses a ``def`` whose normalised AST, docstring included, is the reference's (a pasted
-   copy; identifiers renamed, annotations dropped), or whose body
-   builds or copies code (``exec``, ``eval``, ``compile``, ``__code__``, ``getsource``,
-   ``FunctionType``, ``setprofile``, ...);
+1. finds the exercise cell (``# EXERCISE N.M``) and the last top-level ``def NAME`` in it;
+   no such ``def`` means "failed";
+2. reads it without running it (:mod:`.source`): refuses a pasted reference (its normalised
+   AST, docstring included), a ``def`` that builds, copies or reads code, and a rebuild that
+   needs more than imports of allowed modules, constants, ``def``s and ``class``es;
+   measures its similarity to the reference (a column of the grade CSV);
 3. computes the reference's answers on the fixed cases (the exercise's seed) and on fresh
-   cases drawn with a seed chosen at grading time (never stored in the notebook);
-4. trip-wires the reference, the package's private helpers it calls and the Python
-   functions of ``forbid``: each is replaced in its module *and* its ``__code__`` is swapped
-   for one that records the call and raises, so aliases, partials, threads, copies of the
-   code object and ``sys.setprofile(None)`` are all caught; ``inspect.getsource`` of them
-   or of their modules trips too;
-5. rebuilds the function from the notebook's import statements, definitions and constant
-   assignments (cells before the exercise and the exercise cell itself, never top-level
-   calls) and runs it on every case, with the forbidden C functions watched by a profiler
-   that must still be installed after each call;
-6. restores everything and compares, with the check's messages (case, got vs expected,
-   likely mistake, hint, equation).
+   cases drawn with a seed chosen at grading time (never stored in the notebook); the calls
+   on fresh cases seed the global RNG with another drawn seed;
+4. starts the sandbox (:mod:`.sandbox`), which rebuilds the function with the reference and
+   what the exercise forbids removed from the package and an audit hook installed, and
+   sends it each case's inputs; only plain data comes back (:mod:`.plain`), read with
+   ``torch.load(weights_only=True)``; functions among the inputs stay here and are called
+   through the pipe;
+5. judges with :mod:`.judge`, the same as ``check()``'s in the notebook.
 
-Run as ``python -m endorm_mini.course.retest SPEC.json RESULT.json``. The judging is
-:mod:`.judge`'s, the same as ``check()``'s in the notebook.
+The expected outputs, the comparison, the cases' seed and the reference never exist in the
+sandbox.
 """
 from __future__ import annotations
 
 import ast
-import copy
 import importlib
 import inspect
+import io
 import json
+import os
+import pickle
 import secrets
-import signal
+import select
+import shutil
+import subprocess
 import sys
-import textwrap
-import threading
+import tempfile
+import time
 import types
-from typing import Any, Callable
+import zlib
 
 import torch
 
-from . import checks, judge
+from . import checks, judge, plain
 from .cells import exercise_ids
 from .judge import TooSlow
-
-TRIPPED: list[tuple[str, str]] = []   # (what was called, in which thread)
-_WIRED: dict[str, Callable] = {}       # qualified name -> a function with the original code
-_HELPER_NAMES: set[str] = set()        # wired helpers: package code may still call them
-
-BANNED_NAMES = {"exec": "exec", "eval": "eval", "compile": "compile", "__import__": "__import__",
-                "setprofile": "sys.setprofile", "settrace": "sys.settrace",
-                "FunctionType": "types.FunctionType", "CodeType": "types.CodeType",
-                "__code__": "a function's __code__", "getsource": "inspect.getsource",
-                "getsourcelines": "inspect.getsourcelines", "findsource": "inspect.findsource",
-                "__file__": "a module's __file__", "getprofile": "sys.getprofile"}
-
-
-class TripWire(RuntimeError):
-    """A trip-wired function was called while the learner's function ran."""
-
-
-def trip(name: str, args: tuple = (), kwargs: dict | None = None):
-    """Called by every trip-wire: package code calling its own helper goes through;
-    anything else is recorded and refused."""
-    caller = sys._getframe(2)
-    if name in _HELPER_NAMES and caller.f_code.co_filename.startswith(_PACKAGE_DIR) \
-            and caller.f_globals.get("__name__", "").startswith("endorm_mini."):
-        return _WIRED[name](*args, **(kwargs or {}))
-    TRIPPED.append((name, threading.current_thread().name))
-    raise TripWire(f"{name} is trip-wired while your function is graded")
-
-
-def _tripwire(name: str) -> Callable:
-    src = (f"def tripwire(*args, **kwargs):\n"
-           f"    import endorm_mini.course.retest as _retest\n"
-           f"    return _retest.trip({name!r}, args, kwargs)\n")
-    ns: dict = {}
-    exec(compile(src, f"<trip-wire {name}>", "exec"), ns)
-    return ns["tripwire"]
-
+from .source import (BANNED_NAMES, banned_use, normalised, notebooks_source,  # noqa: F401 - re-exported
+                     reference_shape, rebuild_plan, similarity)
 
 _PACKAGE_DIR = str(__import__("pathlib").Path(__file__).resolve().parents[1])
 _COURSE_DIR = str(__import__("pathlib").Path(__file__).resolve().parent)
@@ -106,7 +72,7 @@ def _helpers_of(ex: checks.Exercise, cases: list) -> list:
     sys.setprofile(profile)
     try:
         judge.call(ex.reference, cases[0], ex.seed)
-    except Exception:
+    except Exception:  # noqa: BLE001 - whatever it reached is enough
         pass
     finally:
         sys.setprofile(None)
@@ -128,224 +94,224 @@ def _helpers_of(ex: checks.Exercise, cases: list) -> list:
     return found
 
 
-class Wires:
-    """Install and remove the trip-wires of one exercise."""
-
-    def __init__(self, ex: checks.Exercise, helpers: list):
-        self.targets = [inspect.unwrap(ex.reference)] + [f for f in ex.forbid if inspect.isfunction(f)]
-        self.helpers = helpers
-        self.undo: list[Callable] = []
-
-    def __enter__(self):
-        TRIPPED.clear()
-        modules = []
-        for fn in self.targets + self.helpers:
-            name = _qualname(fn)
-            wire = _tripwire(name)
-            _WIRED[name] = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__,
-                                              fn.__closure__)
-            _WIRED[name].__kwdefaults__ = fn.__kwdefaults__
-            if fn in self.helpers:
-                _HELPER_NAMES.add(name)
-            if not fn.__code__.co_freevars:
-                original = fn.__code__
-                fn.__code__ = wire.__code__
-                self.undo.append(lambda fn=fn, original=original: setattr(fn, "__code__", original))
-            module = sys.modules.get(fn.__module__)
-            modules.append(module)
-            owner = module
-            for part in fn.__qualname__.split(".")[:-1]:
-                owner = getattr(owner, part, None)
-            if owner is not None and getattr(owner, fn.__name__, None) is fn:
-                setattr(owner, fn.__name__, wire)
-                self.undo.append(lambda owner=owner, fn=fn: setattr(owner, fn.__name__, fn))
-        wired_codes = {fn.__code__ for fn in self.targets + self.helpers}
-        wired = {id(fn) for fn in self.targets + self.helpers} | {id(m) for m in modules}
-
-        for attr in ("getsource", "getsourcelines", "findsource", "getsourcefile", "getfile"):
-            original = getattr(inspect, attr)
-
-            def guarded(obj, *a, _original=original, _attr=attr, **k):
-                target = inspect.unwrap(obj) if callable(obj) else obj
-                if id(obj) in wired or id(target) in wired or getattr(target, "__code__", None) in wired_codes:
-                    TRIPPED.append((f"inspect.{_attr} of the reference or its module",
-                                    threading.current_thread().name))
-                    raise TripWire(f"inspect.{_attr} of the reference is trip-wired")
-                return _original(obj, *a, **k)
-            setattr(inspect, attr, guarded)
-            self.undo.append(lambda attr=attr, original=original: setattr(inspect, attr, original))
-        return self
-
-    def __exit__(self, *exc):
-        for undo in reversed(self.undo):
-            undo()
-        _HELPER_NAMES.clear()
-        return False
+STARTUP = 120     # seconds for the sandbox to start and rebuild, besides the function's limit
 
 
-# ---------------------------------------------------------------- the learner's source
-def _is_definition(node: ast.stmt) -> bool:
-    """Statements the worker re-runs: imports, defs, classes, and assignments of names to
-    expressions without calls (``DTYPE = torch.float64``)."""
-    if isinstance(node, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-        return True
-    if isinstance(node, (ast.Assign, ast.AnnAssign)):
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-        return node.value is not None and all(isinstance(t, ast.Name) for t in targets) \
-            and not any(isinstance(n, (ast.Call, ast.Lambda)) for n in ast.walk(node.value))
-    return False
+def _where(fn) -> str:
+    fn = inspect.unwrap(getattr(fn, "__func__", fn))
+    return f"{fn.__module__}:{fn.__qualname__}"
 
 
-def _parse(source: str) -> ast.Module | None:
-    try:
-        return ast.parse(notebooks_source(source))
-    except SyntaxError:
+class Refused(Exception):
+    """The sandbox refused what the learner's code tried (one line)."""
+
+
+class _Pickler(pickle.Pickler):
+    """A case's inputs for the sandbox: local functions (closures, lambdas) stay with the
+    judge and are called through the pipe; the rest is pickled as usual."""
+
+    def __init__(self, buffer, remotes: list):
+        super().__init__(buffer, protocol=pickle.HIGHEST_PROTOCOL)
+        self.remotes = remotes
+
+    def persistent_id(self, obj):
+        if isinstance(obj, types.FunctionType) and ("<locals>" in obj.__qualname__ or "<lambda>" in obj.__qualname__):
+            self.remotes.append(obj)
+            return len(self.remotes) - 1
         return None
 
 
-def notebooks_source(source: str) -> str:
-    """A cell's source without IPython magics and shell lines (``%time``, ``!pip``)."""
-    return "\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines())
+class Sandbox:
+    """The child process that runs the learner's function, and the judge's end of its pipes."""
+
+    def __init__(self, setup: dict, deadline: float):
+        self.nonce, self.deadline = setup["nonce"], deadline
+        self.errors = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")   # its stderr
+        self.proc = subprocess.Popen([sys.executable, "-m", "endorm_mini.course.sandbox"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, cwd=setup["cwd"],
+                                     # ENDORM_SANDBOX_DEBUG=1: its tracebacks on this process's stderr
+                                     stderr=None if os.environ.get("ENDORM_SANDBOX_DEBUG") else self.errors,
+                                     env={**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""})
+        self.fd_in, self.fd_out = self.proc.stdout.fileno(), self.proc.stdin.fileno()
+        plain.send(self.fd_out, pickle.dumps(setup))
+
+    def close(self):
+        for stream in (self.proc.stdin, self.proc.stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.errors.close()
+
+    def receive(self) -> list:
+        left = self.deadline - time.monotonic()
+        if left <= 0 or not select.select([self.fd_in], [], [], left)[0]:
+            raise TooSlow()
+        try:
+            message = plain.loads(plain.receive(self.fd_in))
+        except EOFError:
+            self.proc.wait()
+            self.errors.seek(0)
+            last = ([line.strip() for line in self.errors.read()[-5000:].splitlines() if line.strip()] or [""])[-1]
+            raise Refused(f"the sandbox stopped (exit code {self.proc.returncode}){': ' + last if last else ''}")
+        if not (isinstance(message, list) and len(message) >= 2 and message[1] == self.nonce
+                and isinstance(message[0], str)):
+            raise plain.BadData("a message without the session's token")
+        return message
+
+    def ready(self) -> None:
+        message = self.receive()
+        if message[0] == "refused":
+            raise Refused(str(message[2]))
+        if message[0] != "ready":
+            raise plain.BadData(f"an unexpected {message[0]!r}")
+
+    def run(self, case: checks.Case, seed: int):
+        """The learner's function on one case: ``(output, inputs after, seen)``, or raises."""
+        buffer, remotes = io.BytesIO(), []
+        _Pickler(buffer, remotes).dump((case.args, case.kwargs, seed))
+        plain.send(self.fd_out, buffer.getvalue())
+        while True:
+            message = self.receive()
+            kind = message[0]
+            if kind == "call" and len(message) == 4 and isinstance(message[2], int) and 0 <= message[2] < len(remotes):
+                args, kwargs = plain.decode(message[3])
+                try:
+                    reply = plain.encode(remotes[message[2]](*args, **dict(kwargs)))
+                except Exception as err:  # noqa: BLE001 - told to the caller
+                    reply = ["opaque", f"{type(err).__name__}: {err}"]
+                plain.send(self.fd_out, plain.dumps(reply))
+            elif kind == "result" and len(message) == 5:
+                return plain.decode(message[2]), plain.decode(message[3]), _names(message[4])
+            elif kind == "raised" and len(message) == 5:
+                name, text = str(message[2]), str(message[3])
+                err = NotImplementedError(text) if name == "NotImplementedError" else \
+                    type(name if name.isidentifier() else "Error", (Exception,), {})(text)
+                err.seen = _names(message[4])
+                raise err
+            elif kind == "refused" and len(message) == 3:
+                raise Refused(str(message[2]))
+            else:
+                raise plain.BadData(f"an unexpected {kind!r}")
 
 
-class _Normalise(ast.NodeTransformer):
-    """Rename every identifier by order of first appearance; drop annotations and decorators."""
+class _Modules(pickle.Unpickler):
+    def __init__(self, raw: bytes):
+        super().__init__(io.BytesIO(raw))
+        self.modules: set[str] = set()
 
-    def __init__(self):
-        self.names: dict[str, str] = {}
+    def find_class(self, module, name):
+        self.modules.add(module)
+        return super().find_class(module, name)
 
-    def _name(self, name: str) -> str:
-        return self.names.setdefault(name, f"v{len(self.names)}")
-
-    def visit_Name(self, node):
-        return ast.copy_location(ast.Name(self._name(node.id), node.ctx), node)
-
-    def visit_arg(self, node):
-        return ast.copy_location(ast.arg(self._name(node.arg), None), node)
-
-    def visit_FunctionDef(self, node):
-        node.name = "f"
-        node.returns = None
-        node.decorator_list = []
-        # The docstring is kept, whitespace-normalised: the masters' solutions may be the
-        # reference's code itself, and short functions coincide; a pasted copy carries its docstring.
-        body = node.body
-        if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant) \
-                and isinstance(body[0].value.value, str):
-            body[0] = ast.Expr(ast.Constant(" ".join(body[0].value.value.split())))
-        self.generic_visit(node)
-        return node
-
-    def visit_AnnAssign(self, node):
-        if node.value is None:
-            return None
-        return ast.copy_location(ast.Assign([self.visit(node.target)], self.visit(node.value)), node)
-
-
-def normalised(fn_def: ast.FunctionDef) -> str:
-    return ast.dump(_Normalise().visit(copy.deepcopy(fn_def)), annotate_fields=False, include_attributes=False)
-
-
-def reference_shape(ex: checks.Exercise) -> str | None:
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(inspect.unwrap(ex.reference))))
-    except (OSError, TypeError, SyntaxError):
+    def persistent_load(self, pid):
         return None
-    defs = [n for n in tree.body if isinstance(n, ast.FunctionDef)]
-    return normalised(defs[0]) if defs else None
 
 
-BUILTINS_ONLY = {"exec", "eval", "compile", "__import__"}   # re.compile, df.eval are fine
+def _input_modules(runs) -> list[str]:
+    """The modules of the classes the cases' inputs are made of: the sandbox imports them
+    before its audit hook (their imports read files and build code)."""
+    found: set[str] = set()
+    for case, _ in runs:
+        buffer = io.BytesIO()
+        _Pickler(buffer, []).dump((case.args, case.kwargs))
+        reader = _Modules(buffer.getvalue())
+        reader.load()
+        found |= reader.modules
+    return sorted(found)
 
 
-def banned_use(fn_def: ast.FunctionDef) -> str | None:
-    """What the ``def`` uses to build, copy or read code, or to switch off the profiler."""
-    for node in ast.walk(fn_def):
-        name = node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else None
-        if name in BANNED_NAMES and not (isinstance(node, ast.Attribute) and name in BUILTINS_ONLY
-                                         and not (isinstance(node.value, ast.Name) and node.value.id == "builtins")):
-            return BANNED_NAMES[name]
-    return None
+def _names(data) -> list[str]:
+    return [str(x) for x in data] if isinstance(data, list) else []
 
 
-# ---------------------------------------------------------------- one exercise
-def _row(result: str, detail: str = "") -> dict:
-    return {"result": result, "detail": detail}
+def _row(result: str, detail: str = "", similar: float | None = None) -> dict:
+    return {"result": result, "detail": detail, "similarity": similar}
 
 
-def retest(ex: checks.Exercise, cells: list[str], seed: int) -> dict:
-    compare, compare_code = judge.compare, judge.compare.__code__
+def retest(ex: checks.Exercise, cells: list[str], seed: int, timeout: float = 300) -> dict:
     tag = f"{ex.id} {ex.name}"
     at = [i for i, s in enumerate(cells) if ex.id in exercise_ids(s)]
     if not at:
         return _row("missing", f"no '# EXERCISE {ex.id}' cell in this notebook")
     index = at[-1]
-    tree = _parse(cells[index])
-    if tree is None:
+    try:
+        tree = ast.parse(notebooks_source(cells[index]))
+    except SyntaxError:
         return _row("failed", f"✘ {tag}: the exercise cell has a syntax error")
     defs = [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == ex.name]
     if not defs:
         return _row("failed", f"✘ {tag}: the exercise cell has no `def {ex.name}(...)` (the grader tests "
                               "the function the exercise cell defines)")
     fn_def = defs[-1]
+    similar = similarity(fn_def, ex)
     if (shape := reference_shape(ex)) is not None and ast.get_docstring(fn_def) and normalised(fn_def) == shape:
         return _row("failed", f"✘ {tag}: this is a copy of the reference's source "
-                              f"({_qualname(inspect.unwrap(ex.reference))}): write it yourself")
+                              f"({_qualname(inspect.unwrap(ex.reference))}): write it yourself", similar)
     if (what := banned_use(fn_def)) is not None:
         return _row("failed", f"✘ {tag}: your function uses {what}; exercise functions may not build, "
-                              "copy or read code, nor switch off the grader's profiler")
+                              "copy or read code, look at the grader, nor switch off its profiler", similar)
+    others = {o.name: o for o in checks.lesson_exercises(ex.lesson) if o.id != ex.id and o.name != ex.name}
+    statements, preload, stand, refusal = rebuild_plan(cells, index, fn_def, set(others))
+    if refusal is not None:
+        return _row("failed", f"✘ {tag}: {refusal}", similar)
+    statements.append((ast.unparse(fn_def), f"<exercise {ex.id}>"))
     fixed = list(ex.cases(torch.Generator().manual_seed(ex.seed)))
     fresh = [checks.Case(f"{c.label}, fresh seed", c.args, c.kwargs)
              for c in ex.cases(torch.Generator().manual_seed(seed))]
-    runs = [(c, ex.seed) for c in fixed] + [(c, seed) for c in fresh]
+    call_seed = zlib.crc32(f"{seed} {ex.id}".encode()) % 2**31    # not the fresh cases' seed
+    runs = [(c, ex.seed) for c in fixed] + [(c, call_seed) for c in fresh]
     wants = [judge.call(ex.reference, c, s)[0] for c, s in runs]
     helpers = _helpers_of(ex, fixed)
-    codes, c_names = judge.forbidden(ex)
-    stand_ins = {other.name: judge.stand_in(other.reference)
-                 for other in checks.lesson_exercises(int(ex.id.split(".")[0])) if other.id != ex.id}
-    outcomes = []                        # (got, inputs after the call) or an exception
-    seen: list[str] = []
-    with Wires(ex, helpers):
-        ns: dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__}
+    _, c_names = judge.forbidden(ex)
+    remove = [_where(ex.reference)] + [_where(f) for f in ex.forbid if callable(f) and judge.code_objects(f)]
+    inputs = _input_modules(runs)
+    package = inputs + sorted(m for m, mod in sys.modules.items() if mod is not None and m.startswith("endorm_mini")
+                     and not m.startswith("endorm_mini.course"))
+    setup = {"nonce": secrets.token_hex(16), "name": ex.name, "statements": statements,
+             "preload": list(dict.fromkeys(preload + package + [ex.module])),   # [ex.module]: the inputs' classes
+             "remove": remove, "input_modules": inputs,
+             "watch": [_where(f) for f in helpers], "c_names": sorted(c_names),
+             "stand_ins": {name: _where(others[name].reference) for name in stand},
+             "cwd": tempfile.mkdtemp(prefix="endorm-sandbox-")}
+    outcomes, seen = [], []
+    sandbox = Sandbox(setup, time.monotonic() + timeout + STARTUP)
+    try:
         try:
-            for source in cells[:index + 1]:
-                module = _parse(source)
-                if module is None:
-                    continue
-                for node in module.body:
-                    if _is_definition(node):
-                        try:
-                            exec(compile(ast.Module([node], []), f"<cell {cells.index(source)}>", "exec"), ns)
-                        except Exception:
-                            pass     # an import that fails here fails the function below, by name
-            # Exercises are graded independently: an earlier exercise's function, which this
-            # one may call, is the package's reference, finished or not in the notebook.
-            ns.update({name: f for name, f in stand_ins.items() if name in ns})
-            exec(compile(ast.Module([fn_def], []), f"<exercise {ex.id}>", "exec"), ns)
-        except Exception as err:
-            return _row("failed", f"✘ {tag}: defining it raised {type(err).__name__}: {err}")
-        fn = ns.get(ex.name)
-        switched_off: list[bool] = []
+            sandbox.ready()
+            sandbox.deadline = time.monotonic() + timeout      # the function's own time, from here
+        except Refused as err:
+            return _row("failed", f"✘ {tag}: {err}", similar)
+        except TooSlow:
+            return _row("failed", f"✘ {tag}: the rebuild did not finish within {timeout + STARTUP:g} s", similar)
         for case, s in runs:
-            outcomes.append(judge.run_case(fn, case, s, codes, c_names, seen, switched_off))
-            if judge.failed(outcomes[-1]) or TRIPPED:
+            try:
+                got, after, calls = sandbox.run(case, s)
+                before = plain.decode(plain.encode((list(case.args), case.kwargs), attrs=True))
+                same = judge.compare(after, before, 0, 0, "input") is None
+                outcome = (got, (case.args, case.kwargs) if same else after)
+                seen += calls
+            except Refused as err:
+                return _row("failed", f"✘ {tag}: {err}", similar)
+            except TooSlow:
+                outcome = TooSlow(f"{timeout:g}")
+            except plain.BadData as err:
+                return _row("failed", f"✘ {tag}: your function sent back something that is not plain data ({err})",
+                            similar)
+            except Exception as err:  # noqa: BLE001 - what the learner's function raised
+                seen += getattr(err, "seen", [])
+                outcome = err
+            outcomes.append(outcome)
+            if judge.failed(outcome):
                 break
-        profiler_off = any(switched_off)
-    tripped, TRIPPED[:] = list(TRIPPED), []
-    patched = judge.compare is not compare or compare.__code__ is not compare_code
-    judge.compare = compare
-    compare.__code__ = compare_code
-    if tripped:
-        what, thread = tripped[0]
-        where = "" if thread == "MainThread" else f" (from thread {thread!r})"
-        return _row("failed", f"✘ {tag}: your function called {what}{where}, which is trip-wired while it is "
-                              "graded: it does the work of this exercise, write it yourself")
-    if patched:
-        return _row("failed", f"✘ {tag}: your code patched the grader's compare")
-    if profiler_off:
-        return _row("failed", f"✘ {tag}: your function switched off the grader's profiler (sys.setprofile)")
-    verdict = judge.verdict(ex, [c for c, _ in runs], wants, outcomes, seen)
-    return _row(verdict.result, verdict.detail)
+    finally:
+        sandbox.close()
+        shutil.rmtree(setup["cwd"], ignore_errors=True)
+    verdict = judge.verdict(ex, [c for c, _ in runs], wants, outcomes, list(dict.fromkeys(seen)))
+    return _row(verdict.result, verdict.detail, similar)
 
 
 def main(argv: list[str]) -> int:
@@ -363,30 +329,15 @@ def main(argv: list[str]) -> int:
         except ValueError as err:
             results[eid] = _row("failed", str(err))
             continue
-        limit = int(max(1, spec.get("timeout") or 0))
-
-        def too_slow(signum, frame, limit=limit):
-            raise TooSlow(limit)
-        if spec.get("timeout") and hasattr(signal, "SIGALRM"):
-            signal.signal(signal.SIGALRM, too_slow)
-            signal.alarm(limit)
         try:
-            results[eid] = retest(ex, spec["cells"], seed)
-        except TooSlow:
-            results[eid] = _row("failed", f"✘ {eid}: the re-test did not finish within {limit} s")
+            results[eid] = retest(ex, spec["cells"], seed, float(spec.get("timeout") or 300))
         except BaseException as err:  # noqa: BLE001 - one exercise never stops the others
             results[eid] = _row("failed", f"✘ {eid}: the re-test stopped: {type(err).__name__}: {err}")
-        finally:
-            if hasattr(signal, "SIGALRM"):
-                signal.alarm(0)
         with open(argv[1], "w", encoding="utf-8") as f:   # written after each, kept if one hangs
             json.dump(results, f)
     return 0
 
 
 if __name__ == "__main__":
-    # The trip-wires import endorm_mini.course.retest: run that module's main, not this copy's
-    # (``python -m`` runs the file as __main__, a second module with its own TRIPPED).
     torch.set_num_threads(1)
-    from endorm_mini.course.retest import main as _main
-    sys.exit(_main(sys.argv[1:]))
+    sys.exit(main(sys.argv[1:]))
