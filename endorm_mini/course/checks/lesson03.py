@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from ... import irl, mdp as tabular
+from ... import irl, mdp as tabular, reward
 from ...mdp import DTYPE, SoftQ, TabularMDP, TokenMDP, Trajectories
 from . import case, exercise
 
@@ -277,3 +277,42 @@ def reward_from_q_cases(rng: torch.Generator):
     yield case("token tree with a terminal state (after eos), α = 0.7", m, _random_q(m, rng), 0.7)
     m = _random_mdp(rng, S=3, A=2, H=2)
     yield case("horizon 2, α = 3", m, _random_q(m, rng), 3.0)
+
+
+# ---------------------------------------------------------------- 3.6 eq. 7 is eq. 2 (a derivation)
+def _next_token_case(rng, N, H, S, A, alpha, scale=1.0):
+    """(the mean cross-entropy of softmax(Q/α) on N random demonstrations of H steps, N·H, α)."""
+    Q = scale * torch.randn(H, S, A, generator=rng, dtype=DTYPE)
+    states, actions = _random_demos(rng, N, H, S, A)
+    logits = (Q / alpha)[torch.arange(H).expand_as(states), states]      # [N, H, A]
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, A), actions.reshape(-1))
+    return loss, N * H, alpha
+
+
+@exercise(
+    "3.6", "eq7_from_next_token_loss", reference=reward.eq7_from_next_token_loss,
+    equation="eq. 7 at Q = f̂: Σ_i Σ_h [f̂(s,a) − α logsumexp(f̂(s,·)/α)] and eq. 2: Σ_i Σ_h log π̂(a|s), "
+             "π̂ = softmax(f̂/α) (eq. 10); the usual loss is the mean of −log π̂ over the tokens",
+    concept="write one term of eq. 7 as a multiple of log π̂(a|s): f̂(s,a) − α logsumexp(f̂(s,·)/α) = α·(…); "
+            "then undo the mean and the minus sign of the loss",
+    hint="one term is α log π̂(a|s); Σ log π̂ = −num_tokens · loss; so eq. 7 = −α · num_tokens · loss",
+    mistakes={
+        "forgot α: eq. 7's terms are α log π̂, so eq. 7 = α × eq. 2's log-likelihood":
+            lambda loss, num_tokens, alpha=1.0: -num_tokens * torch.as_tensor(loss, dtype=DTYPE),
+        "divided by α: f̂ − α logsumexp(f̂/α) = α log π̂, a factor α, not 1/α":
+            lambda loss, num_tokens, alpha=1.0: -num_tokens * torch.as_tensor(loss, dtype=DTYPE) / alpha,
+        "the loss is a mean over tokens: multiply by num_tokens to get the sum of eq. 2":
+            lambda loss, num_tokens, alpha=1.0: -alpha * torch.as_tensor(loss, dtype=DTYPE),
+        "the sign: the loss is −log π̂ averaged; eq. 7 is maximised, the loss minimised":
+            lambda loss, num_tokens, alpha=1.0: alpha * num_tokens * torch.as_tensor(loss, dtype=DTYPE),
+    },
+)
+def eq7_from_next_token_loss_cases(rng: torch.Generator):
+    loss, n, alpha = _next_token_case(rng, 6, 4, 5, 3, 0.5)
+    yield case("6 demonstrations × 4 steps, α = 0.5", loss, n, alpha=alpha)
+    loss, n, alpha = _next_token_case(rng, 20, 3, 4, 6, 2.0)
+    yield case("20 demonstrations × 3 steps, α = 2", loss, n, alpha=alpha)
+    loss, n, alpha = _next_token_case(rng, 1, 1, 2, 3, 3.0, scale=5.0)
+    yield case("one demonstrated token, α = 3", loss, n, alpha=alpha)
+    loss, n, alpha = _next_token_case(rng, 4, 5, 3, 4, 1.0)
+    yield case("α = 1 (the model's own sampling temperature)", loss, n, alpha=alpha)

@@ -6,7 +6,7 @@ import torch
 
 from ... import mdp as tabular, theory
 from ...irl import reward_from_q
-from ...mdp import DTYPE
+from ...mdp import DTYPE, Trajectories
 from . import case, exercise
 
 
@@ -222,3 +222,68 @@ def fit_exponent_cases(rng: torch.Generator):
     yield case("0.1·H times log-normal noise (tensors)", torch.tensor(H), noisy)
     yield case("two points", [10, 100], [5.0, 0.05])
     yield case("irregular horizons, gap ∝ H^1.5", [3, 5, 11, 40], [0.2 * h**1.5 for h in (3, 5, 11, 40)])
+
+
+# ---------------------------------------------------------------- 5.6 the telescoping total (a derivation)
+def _telescoped(mdp, Q, alpha, demos, *, first=True, last=True, scale=True, last_step="T", sign=1.0):
+    """α Σ log π + V_0(s_0) − V_T(s_T), with one deliberate mistake (named by the flags)."""
+    states, actions = demos
+    N, T = states.shape
+    V = torch.zeros(mdp.horizon + 1, mdp.num_states, dtype=DTYPE)
+    V[:-1] = alpha * torch.logsumexp(Q / alpha, -1)
+    steps = torch.arange(T).expand_as(states)
+    logp = (Q / alpha - torch.logsumexp(Q / alpha, -1, keepdim=True))[steps, states, actions].sum(-1)
+    after = mdp.next_state[states[:, -1], actions[:, -1]]                 # s_T
+    total = (alpha if scale else 1.0) * logp
+    if first:
+        total = total + sign * V[0, states[:, 0]]
+    if last:
+        total = total - sign * V[T if last_step == "T" else T - 1, after]
+    return total
+
+
+def _cut(rng, m, n, T, scale=1.0):
+    """``n`` trajectories of a random policy on ``m``, cut after T steps (T ≤ H), and a random Q."""
+    Q = scale * torch.randn(m.horizon, m.num_states, m.num_actions, generator=rng, dtype=DTYPE)
+    policy = torch.softmax(torch.randn(m.horizon, m.num_states, m.num_actions, generator=rng,
+                                       dtype=DTYPE), -1)
+    states, actions = tabular.sample_trajectories(m, policy, n, rng)
+    return Q, Trajectories(states[:, :T], actions[:, :T])
+
+
+@exercise(
+    "5.6", "telescoped_total", reference=theory.telescoped_total,
+    equation="eq. 8/12 summed: Σ_{h<T} r̂_h(s_h,a_h) with r̂_h = Q_h − V_{h+1}(s_{h+1}) = α log π_h(a_h|s_h) "
+             "+ V_h(s_h) − V_{h+1}(s_{h+1}); π = softmax(Q/α), V_h = α logsumexp(Q_h/α), V_H = 0",
+    concept="write each step's reward in eq. 12's form and add them up: every V except the first "
+            "and the last appears once with + and once with −",
+    hint="α · (log π_h(a_h|s_h) summed over h) + V_0(s_0) − V_T(s_T), where s_T = mdp.next_state[s_{T−1}, "
+         "a_{T−1}] and V_T = 0 when T = H",
+    mistakes={
+        "forgot V(s_1): the first value has no partner to cancel (it is the start state's, shared "
+        "by every response from that state)":
+            lambda mdp, Q, alpha, demos: _telescoped(mdp, Q, alpha, demos, first=False),
+        "forgot −V(s_{T+1}): a trajectory cut before the horizon keeps the value of the state it stops in":
+            lambda mdp, Q, alpha, demos: _telescoped(mdp, Q, alpha, demos, last=False),
+        "forgot α: eq. 12's first term is α log π, not log π":
+            lambda mdp, Q, alpha, demos: _telescoped(mdp, Q, alpha, demos, scale=False),
+        "V(s_{T+1}) at the wrong step: the state after step T−1 is valued by V_T, not V_{T−1}":
+            lambda mdp, Q, alpha, demos: _telescoped(mdp, Q, alpha, demos, last_step="T-1"),
+        "the signs of the values: + V(s_1) − V(s_{T+1}), as eq. 12 has + V(s_h) − V(s_{h+1})":
+            lambda mdp, Q, alpha, demos: _telescoped(mdp, Q, alpha, demos, sign=-1.0),
+    },
+    forbid=(reward_from_q, theory.tabular_endogenous_reward),   # derive it: no per-step rewards
+)
+def telescoped_total_cases(rng: torch.Generator):
+    m = tabular.random_mdp(5, 3, 4, seed=_seed(rng))
+    Q, demos = _cut(rng, m, 8, 4)
+    yield case("8 complete trajectories (T = H = 4), α = 1", m, Q, 1.0, demos)
+    m = tabular.random_mdp(6, 4, 6, seed=_seed(rng))
+    Q, demos = _cut(rng, m, 5, 3)
+    yield case("5 trajectories cut after 3 of H = 6 steps, α = 0.5", m, Q, 0.5, demos)
+    m = tabular.random_mdp(4, 3, 5, seed=_seed(rng))
+    Q, demos = _cut(rng, m, 3, 1, scale=30.0)
+    yield case("one step of H = 5, large Q at α = 0.2 (exp(Q/α) overflows)", m, Q, 0.2, demos)
+    m = tabular.random_mdp(5, 2, 3, seed=_seed(rng))
+    Q, demos = _cut(rng, m, 4, 2)
+    yield case("cut after 2 of H = 3 steps, α = 2", m, Q, 2.0, demos)
