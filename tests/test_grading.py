@@ -106,6 +106,19 @@ def test_an_exercise_without_a_concept_still_hides_its_code_at_first(fake):
     assert "hint: say in words what each symbol" in str(err.value) and "triu" not in str(err.value)
 
 
+CONCEPT_LESSONS = (0, 3, 5, 6, 10)   # lessons whose every exercise states its idea; the others fall back
+
+
+@pytest.mark.parametrize("lesson", CONCEPT_LESSONS)
+def test_first_tier_hints_state_an_idea_without_code(lesson):
+    """A concept hint is words and maths, not code: no library call, no indexing, no assignment."""
+    code = re.compile(r"torch\.|np\.|\w\[|\w\(\w*=|\bdim\b|==|\.sum\(|\bdef\b")
+    assert code.search(checks.get("6.4").hint), "the code detector must catch a code-level hint"
+    for ex in checks.lesson_exercises(lesson):
+        assert ex.concept, f"{ex.id} has no concept hint"
+        assert not code.search(ex.concept), f"{ex.id}'s concept hint reads like code: {ex.concept}"
+
+
 def test_returning_an_input_is_rejected_and_named(fake):
     with pytest.raises(ExerciseError, match="returned its input `x` unchanged"):
         check("99.1", lambda x, scale=2.0: x)

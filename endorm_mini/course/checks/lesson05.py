@@ -32,6 +32,8 @@ def _tv(a, b, c, d, *, how="tv"):
     "5.1", "preference_tv", reference=theory.preference_tv,
     equation="eq. 13: P_r(τ ≻ τ') = σ(r(τ) − r(τ')); TV of two distributions over "
              "{τ ≻ τ', τ' ≻ τ} = ½ Σ over both outcomes |P − P'|",
+    concept="two Bradley–Terry distributions over the two outcomes {τ ≻ τ', τ' ≻ τ}; total variation "
+            "is half the summed absolute difference of their probabilities",
     hint="p = σ(r*(τ) − r*(τ')), q = σ(r̂(τ) − r̂(τ')); the two outcomes have (p, 1 − p) and "
          "(q, 1 − q), so the ½ Σ has two equal terms",
     mistakes={
@@ -74,6 +76,8 @@ def _log_policy(rng, shape, scale=1.0):
     "5.2", "epsilon_pi", reference=theory.epsilon_pi,
     equation="Theorems 1–2: ε_π = max_h max_(s,a) |log π_E(a|s) − log π̂(a|s)|, the max over "
              "(h, s) where reachable_mask is True",
+    concept="the worst log-ratio between the two policies over every step, state and action that the "
+            "mask keeps",
     hint="diff = (log_pi_expert − log_pi_hat).abs(); a mask [H, S] covers all actions of a "
          "state: mask[..., None].expand_as(diff); return a Python float",
     mistakes={
@@ -113,6 +117,8 @@ def epsilon_pi_cases(rng: torch.Generator):
 @exercise(
     "5.3", "theorem1_bound", reference=theory.theorem1_bound,
     equation="Theorem 1: TV(P_r*(·|τ,τ'), P_r̂(·|τ,τ')) ≤ α H ε_π / 2",
+    concept="each step can move the reward gap by at most α ε_π, on both responses, and the sigmoid's "
+            "slope is at most 1/4",
     hint="each of the H steps of τ and of τ' moves the reward gap by at most α ε_π "
          "(2 α H ε_π in all), and σ is 1/4-Lipschitz",
     mistakes={
@@ -160,6 +166,8 @@ def _perturbed(rng, S=5, A=3, H=4, alpha=1.0, noise=0.5):
     "5.4", "rl_gap", reference=theory.rl_gap,
     equation="Theorem 2: V(π_E) − V(π_RL) under r* (eq. 1), π_RL = argmax_π E_π[Σ_h r̂] "
              "(the exact optimum of r̂: hard value iteration)",
+    concept="π_RL is the exact (hard) optimum of r̂; its loss is measured under the MDP's own reward "
+            "r*, against the expert's value",
     hint="π_RL = hard_value_iteration(mdp, reward=r_hat).policy; then policy_value(mdp, π) "
          "evaluates with the MDP's own reward r*",
     mistakes={
@@ -201,6 +209,8 @@ def _through_origin(horizons, gaps):
     "5.5", "fit_exponent", reference=theory.fit_exponent,
     equation="gap ≈ c·H^k ⇔ log gap = log c + k log H: k is the least-squares slope of "
              "log gap against log H",
+    concept="a power law is a straight line on log-log axes: the exponent is the least-squares slope "
+            "of log gap against log H",
     hint="x = log H, y = log gap (both natural logs); subtract their means; k = Σ x y / Σ x x",
     mistakes={
         "forgot the log of the gaps: the slope of gap against log H":

@@ -24,6 +24,8 @@ def _logp(rng, n, r, pad=0):
 @exercise(
     "10.1", "kl_optimum", reference=limits.kl_optimum,
     equation="docs/paper.md §6: argmax_π E_π[r̂] − β KL(π ‖ π̂) is π ∝ π̂^{1+α/β} (r̂(τ) = α log π̂(τ) + V(s_1))",
+    concept="the KL optimum reweights π̂ by exp(r̂/β), and r̂ is α log π̂ plus a per-prompt constant: "
+            "a power of π̂, renormalised over the responses",
     hint="multiply log π̂ by 1 + α/β, then normalise over the last dimension with log_softmax",
     mistakes={
         "exponent α/β: that is the entropy-bonus optimum (max E[r̂] + β H(π)), not the KL one":
@@ -148,6 +150,8 @@ def _tree(rng, vocab, horizon, eos, scale, want_beam_wrong=False):
     "10.2", "best_first_mode", reference=limits.best_first_mode,
     equation="docs/paper.md §6: without regularisation π_RL puts all its mass on argmax_τ π̂(τ|s_1), "
              "P(τ) = Π_h π(a_h|s_h) (what exact beam search approximates)",
+    concept="probabilities only shrink as a prefix grows, so always expand the likeliest prefix so "
+            "far; the first complete response taken out is the likeliest of all",
     hint="a heap of (−log P(prefix), prefix), starting from ((0.0, ())); pop the likeliest; if it is complete "
          "(tm.is_terminal and non-empty) it is the mode; else push its children with p > 0",
     mistakes={
@@ -181,6 +185,8 @@ def _sharp(logp, correct, power, how):
     "10.3", "sharpened_accuracy", reference=limits.sharpened_accuracy,
     equation="docs/paper.md §6: PPO with KL β to π̂ converges to π ∝ π̂^{1+α/β}; accuracy = mean over prompts of "
              "Σ_τ π(τ)·1[τ correct]",
+    concept="sharpen each prompt's distribution by a power, renormalise it, and add up the "
+            "probability of the correct responses; then average over prompts",
     hint="probs = softmax(power · logp) over each prompt's responses (dim -1), in float64; padding (−inf) "
          "gets probability 0 by itself",
     mistakes={
@@ -217,6 +223,8 @@ def _margin(logp, correct, alpha=1.0, how=""):
     "10.4", "verifier_margin", reference=limits.verifier_margin,
     equation="hybrid reward r̂(τ) + c·1[τ correct], r̂(τ) = α log π̂(τ) + V(s_1): its best response per prompt "
              "is correct iff c > α (max_wrong log π̂ − max_correct log π̂)",
+    concept="the hybrid's best response is correct when the verifier's bonus c outweighs how much "
+            "likelier (in α log π̂) the best wrong response is than the best correct one",
     hint="torch.where(correct, logp, -inf).amax(-1) is the best correct response; the same with ~correct for "
          "the best wrong one; V(s_1) cancels within a prompt",
     mistakes={
