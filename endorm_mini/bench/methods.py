@@ -184,8 +184,10 @@ class PairwiseJudge:
             out += (logp[:, self.label_ids[0]] - logp[:, self.label_ids[1]]).cpu().tolist()
         return out
 
-    def preferences(self, prompt, pairs, system=None) -> list[float]:
-        """The judge's log-odds that ``a`` beats ``b`` for each ``(a, b)`` in ``pairs``, both orders."""
+    def both_orders(self, prompt, pairs, system=None) -> list[tuple[float, float]]:
+        """``(log-odds of "A" with a shown as A, the same with b shown as A)`` per ``(a, b)``:
+        their half-sum is the judge's bias towards the letter A, their half-difference its
+        preference for ``a``."""
         rows = []
         for a, b in pairs:
             rows += [prompt_ids(self.tokenizer, self.judge_prompt(prompt, a, b), system=system),
@@ -195,7 +197,11 @@ class PairwiseJudge:
             raise ValueError(f"the judge prompt is {longest} tokens, longer than the model's context "
                              f"({self.context})")
         odds = self._log_odds(rows)
-        return [(odds[2 * k] - odds[2 * k + 1]) / 2 for k in range(len(pairs))]
+        return [(odds[2 * k], odds[2 * k + 1]) for k in range(len(pairs))]
+
+    def preferences(self, prompt, pairs, system=None) -> list[float]:
+        """The judge's log-odds that ``a`` beats ``b`` for each ``(a, b)`` in ``pairs``, both orders."""
+        return [(ab - ba) / 2 for ab, ba in self.both_orders(prompt, pairs, system)]
 
     def preference(self, prompt, a: str, b: str, system=None) -> float:
         return self.preferences(prompt, [(a, b)], system)[0]
