@@ -50,6 +50,22 @@ def entropy_optimum(logp: torch.Tensor, alpha: float = 1.0, beta: float = 1.0) -
     return torch.log_softmax(_ratio(alpha, beta) * logp, dim=-1)
 
 
+def kl_optimal_value(logp: torch.Tensor, alpha: float = 1.0, beta: float = 0.01,
+                     first_value: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """``max_π E_π[r̂] − β KL(π ‖ π̂)`` over the last dim, ``r̂(τ) = α log π̂(τ) + V(s_1)``.
+
+    Evaluated at the optimum ``kl_optimum`` (docs/paper.md §6); the closed form the learner
+    derives is ``β log Σ_τ π̂(τ)^{1+α/β} + V(s_1)``. ``logp`` [..., R] (``-inf`` pads),
+    ``first_value`` V(s_1) [...] or a number.
+    """
+    logq = kl_optimum(logp, alpha, beta)
+    q = logq.exp()
+    live = q > 0                                                   # padding: 0·(−inf) is 0 here
+    reward = torch.where(live, alpha * logp, 0.0)                  # r̂(τ) − V(s_1)
+    kl = torch.where(live, logq - logp, 0.0)
+    return (q * (reward - beta * kl)).sum(-1) + torch.as_tensor(first_value, dtype=logp.dtype)
+
+
 def _ratio(alpha: float, beta: float) -> float:
     if alpha <= 0 or beta <= 0:
         raise ValueError(f"alpha and beta must be > 0, got {alpha}, {beta}")

@@ -37,6 +37,18 @@ def soft_value(logits: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
     return alpha * torch.logsumexp(logits / alpha, dim=-1)
 
 
+def eq7_from_next_token_loss(loss, num_tokens: int, alpha: float = 1.0) -> torch.Tensor:
+    """Eq. 7's objective at ``Q = f̂`` from eq. 2's next-token loss (Proposition 1's link).
+
+    ``loss`` is the usual next-token loss: the mean cross-entropy of ``π̂ = softmax(f̂/α)``
+    (eq. 10) over ``num_tokens`` demonstrated tokens. Since
+    ``f̂(s,a) − α logsumexp(f̂(s,·)/α) = α log π̂(a|s)``, eq. 7's objective is ``α`` times
+    eq. 2's log-likelihood, ``Σ log π̂ = −num_tokens · loss``: the two are the same
+    objective up to the constant factor ``−α · num_tokens`` (and the same maximiser).
+    """
+    return -alpha * num_tokens * torch.as_tensor(loss, dtype=torch.float64)
+
+
 def _soft_value_inplace(logits: torch.Tensor, alpha: float) -> torch.Tensor:
     """``soft_value`` that overwrites ``logits`` [n, V]: no full-size temporaries (hot path)."""
     if alpha != 1.0:

@@ -82,6 +82,19 @@ def tabular_endogenous_reward(mdp: TabularMDP, log_pi_hat: torch.Tensor, alpha: 
     return reward_from_q(mdp, alpha * torch.as_tensor(log_pi_hat, dtype=DTYPE), alpha)
 
 
+def telescoped_total(mdp: TabularMDP, Q: torch.Tensor, alpha: float, demos) -> torch.Tensor:
+    """Σ_h r̂_h along each trajectory, r̂ read off ``Q`` by eq. 8 (``reward_from_q``): [N].
+
+    ``demos`` = (states, actions) [N, T], steps 0 … T−1 with T ≤ H (a trajectory cut before
+    the horizon keeps the value of the state it stops in). The sum telescopes (eq. 12):
+    ``α Σ_h log π_h(a_h|s_h) + V_0(s_0) − V_T(s_T)``, π = softmax(Q/α), V = α logsumexp(Q/α),
+    V_H = 0. This reference sums the per-step rewards; the exercise derives the closed form.
+    """
+    states, actions = demos
+    steps = torch.arange(states.shape[1]).expand_as(states)             # [N, T]
+    return reward_from_q(mdp, Q, alpha)[steps, states, actions].sum(-1)
+
+
 def bc_gap(mdp: TabularMDP, expert: torch.Tensor, policy_hat: torch.Tensor) -> float:
     """Theorem 2, behaviour cloning: ``V(π_E) − V(π̂)`` under the MDP's reward r* (eq. 1)."""
     return policy_value(mdp, expert) - policy_value(mdp, policy_hat)

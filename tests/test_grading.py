@@ -18,7 +18,7 @@ import torch
 from packaging.requirements import Requirement
 
 from endorm_mini import cli, grading
-from endorm_mini.course import build, cells, checks, judge, project
+from endorm_mini.course import api, build, cells, checks, judge, project
 from endorm_mini.course.checks import case, exercise
 from endorm_mini.grading import ExerciseError, ExerciseNotImplemented, check, compare
 
@@ -42,10 +42,13 @@ def good(x, scale=2.0):                      # no cumsum: it is forbidden below
 def fake():
     """Register exercise 99.1 for one test, then remove it."""
     ex = exercise("99.1", "scaled_cumsum", reference=scaled_cumsum, equation="eq. 99: y = s Σ x",
-                  hint="sum the entries up to and including h", forbid=("cumsum",),
+                  hint="x @ torch.ones(n, n).triu() sums the entries up to h", forbid=("cumsum",),
+                  concept="a running sum: entry h adds up the entries 0 … h",
                   mistakes={"forgot the scale": lambda x, scale=2.0: good(x, 1.0)})(_cases)
+    api.FAILURES.clear()
     yield ex
     checks.REGISTRY.pop("99.1", None)
+    api.FAILURES.clear()
 
 
 def test_right_answer_passes_with_exactly_one_line(fake, capsys):
@@ -56,7 +59,7 @@ def test_right_answer_passes_with_exactly_one_line(fake, capsys):
 @pytest.mark.parametrize("wrong, expected", [
     (lambda x, scale=2.0: good(x, 1.0),
      ["random [3, 4]", "output[0, 0]: got", "expected", "likely mistake: forgot the scale",
-      "hint: sum the entries", "re-read: eq. 99"]),
+      "hint: a running sum", "re-read: eq. 99"]),
     (lambda x, scale=2.0: scale * x.sum(-1), ["shape [3], expected [3, 4]"]),
     (lambda x, scale=2.0: good(x, scale).long(), ["dtype torch.int64"]),
     (lambda x, scale=2.0: None, ["forget to `return`"]),
@@ -71,6 +74,49 @@ def test_wrong_answers_are_rejected_with_what_differed(fake, wrong, expected):
         check("99.1", wrong)
     for text in expected:
         assert text in str(err.value)
+
+
+def test_hints_are_tiered_concept_first_code_only_after_repeated_failures(fake):
+    """1st failed check: the concept, no code; 2nd: the answer's shape too; 3rd: the code
+    hint. The likely mistake and the equation come every time; a pass starts over."""
+    wrong = lambda x, scale=2.0: good(x, 1.0)                   # noqa: E731
+    messages = []
+    for _ in range(3):
+        with pytest.raises(ExerciseError) as err:
+            check("99.1", wrong)
+        messages.append(str(err.value))
+    first, second, third = messages
+    for message in messages:
+        assert "likely mistake: forgot the scale" in message and "re-read: eq. 99" in message
+        assert "hint: a running sum" in message
+    assert "torch.ones" not in first and "triu" not in first and "answer on this case is" not in first
+    assert "code-level help after 2 more failed checks" in first
+    assert "the answer on this case is Tensor[3, 4] float32" in second and "triu" not in second
+    assert "in code (3 failed checks of 99.1): x @ torch.ones(n, n).triu()" in third
+    check("99.1", good)                                          # a pass resets the count
+    with pytest.raises(ExerciseError) as err:
+        check("99.1", wrong)
+    assert "triu" not in str(err.value)
+
+
+def test_an_exercise_without_a_concept_still_hides_its_code_at_first(fake):
+    checks.REGISTRY["99.1"].concept = ""
+    with pytest.raises(ExerciseError) as err:
+        check("99.1", lambda x, scale=2.0: good(x, 1.0))
+    assert "hint: say in words what each symbol" in str(err.value) and "triu" not in str(err.value)
+
+
+CONCEPT_LESSONS = (0, 3, 5, 6, 10)   # lessons whose every exercise states its idea; the others fall back
+
+
+@pytest.mark.parametrize("lesson", CONCEPT_LESSONS)
+def test_first_tier_hints_state_an_idea_without_code(lesson):
+    """A concept hint is words and maths, not code: no library call, no indexing, no assignment."""
+    code = re.compile(r"torch\.|np\.|\w\[|\w\(\w*=|\bdim\b|==|\.sum\(|\bdef\b")
+    assert code.search(checks.get("6.4").hint), "the code detector must catch a code-level hint"
+    for ex in checks.lesson_exercises(lesson):
+        assert ex.concept, f"{ex.id} has no concept hint"
+        assert not code.search(ex.concept), f"{ex.id}'s concept hint reads like code: {ex.concept}"
 
 
 def test_returning_an_input_is_rejected_and_named(fake):
@@ -124,6 +170,7 @@ def test_check_is_deterministic_and_leaves_the_global_rng_alone(fake):
     state = torch.get_rng_state()
     messages = []
     for _ in range(2):
+        api.FAILURES.clear()                  # the same tier of hint both times
         with pytest.raises(ExerciseError) as err:
             check("99.1", lambda x, scale=2.0: good(x, scale) + torch.rand(()))
         messages.append(str(err.value))

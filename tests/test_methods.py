@@ -88,6 +88,60 @@ def test_generative_verifier_is_yes_probability(er):
         methods.GenerativeVerifier(er, template="no fields")
 
 
+SHORT_JUDGE = "{question} A:{a} B:{b} A or B?"   # the tiny model reads 128 characters
+
+
+def _judge_by_hand(model, tok, judge, a, b):
+    """½ [(log π(A) − log π(B)) with a shown first − the same with b shown first], full forwards."""
+    def odds(first, second):
+        p = prompt_ids(tok, judge.judge_prompt(PROMPT, first, second), SYSTEM)
+        with torch.no_grad():
+            logp = torch.log_softmax(model(torch.tensor([p])).logits[0, -1].double(), -1)
+        return float(logp[judge.label_ids[0]] - logp[judge.label_ids[1]])
+    return (odds(a, b) - odds(b, a)) / 2
+
+
+def test_pairwise_judge_by_hand_in_both_orders(er):
+    judge = methods.PairwiseJudge(er.model, er.tokenizer, template=SHORT_JUDGE, device="cpu", batch_size=3)
+    pairs = [(RESPONSES[0], RESPONSES[1]), (RESPONSES[2], RESPONSES[3]), (RESPONSES[1], RESPONSES[0])]
+    got = judge.preferences(PROMPT, pairs, SYSTEM)             # left-padded batches of 3 prompts
+    for (a, b), value in zip(pairs, got):
+        assert value == pytest.approx(_judge_by_hand(er.model, er.tokenizer, judge, a, b), abs=1e-4)
+    assert got[0] == pytest.approx(-got[2], abs=1e-6)          # antisymmetric
+    assert got[0] != pytest.approx(0.0, abs=1e-6)              # the responses are read: they matter
+    scores = judge(PROMPT, RESPONSES, SYSTEM)                  # first half against the second half
+    d = [[_judge_by_hand(er.model, er.tokenizer, judge, a, b) for b in RESPONSES[2:]] for a in RESPONSES[:2]]
+    want = [sum(row) / 2 for row in d] + [-(d[0][j] + d[1][j]) / 2 for j in range(2)]
+    assert scores == pytest.approx(want, abs=1e-4)
+    two = judge(PROMPT, RESPONSES[:2], SYSTEM)
+    assert two[0] == pytest.approx(-two[1]) and two[0] == pytest.approx(got[0], abs=1e-5)
+
+
+def test_pairwise_judge_cancels_position_bias(er, monkeypatch):
+    """A judge that always answers "A" (log-odds +5 whatever it reads) prefers nothing once both
+    orders are asked: every pair is a tie, so a tie-is-wrong accuracy is 0, not 100%."""
+    judge = methods.PairwiseJudge(er.model, er.tokenizer, device="cpu")
+    monkeypatch.setattr(judge, "_log_odds", lambda rows: [5.0] * len(rows))
+    assert judge.preferences(PROMPT, [("x", "y"), ("y", "x")]) == [0.0, 0.0]
+    assert methods.pairwise_accuracy(judge, [(PROMPT, "x", "y")]) == 0.0
+    one_order = lambda prompt, responses, system=None: [5.0, -5.0]   # asking once: "A" always wins
+    assert methods.pairwise_accuracy(one_order, [(PROMPT, "x", "y")]) == 1.0
+
+
+def test_pairwise_judge_refuses_bad_setups(er, tiny_tokenizer):
+    with pytest.raises(ValueError, match="needs a {b} field"):
+        methods.PairwiseJudge(er.model, er.tokenizer, template="{question} {a}")
+    with pytest.raises(ValueError, match="must be one token"):
+        methods.PairwiseJudge(er.model, er.tokenizer, labels=("first", "second"))
+    judge = methods.PairwiseJudge(er.model, er.tokenizer, device="cpu")
+    with pytest.raises(ValueError, match="even number"):
+        judge(PROMPT, RESPONSES[:3])
+    with pytest.raises(ValueError, match="longer than the model's context"):
+        judge.preference(PROMPT, "x" * 5000, "y")
+    assert isinstance(methods.make_method("judge", make_gpt2(tiny_tokenizer), tiny_tokenizer, device="cpu"),
+                      methods.PairwiseJudge)
+
+
 def test_random_is_seeded_and_order_free():
     a, b = methods.RandomReward(0), methods.RandomReward(1)
     assert a("p", ["x", "y"]) == a("p", ["x", "y"]) == a("p", ["y", "x"])[::-1]

@@ -12,4 +12,4 @@ Scored across processes: :mod:`endorm_mini.scale.rmbench`.
 
 # The reward methods of ``methods.make_method``: here, not in ``methods`` (which imports torch),
 # so that ``endorm-mini rmbench --help`` lists them at once.
-METHODS = ("endogenous", "meanlogprob", "discounted", "dpo", "verifier", "random")
+METHODS = ("endogenous", "meanlogprob", "discounted", "dpo", "verifier", "judge", "random")

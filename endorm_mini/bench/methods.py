@@ -15,6 +15,9 @@ tokens (``endorm_mini.chat``) and the same forward:
                       against its reference (Rafailov et al. 2023).
 - ``GenerativeVerifier`` ``π̂("Yes" | verifier prompt with the question and the answer)``:
                       a one-step trajectory whose action is "Yes" (docs/paper.md §5).
+- ``PairwiseJudge``   LLM-as-judge: "which response is better, A or B?" through the chat
+                      template, ``log π̂("A") − log π̂("B")`` after it, asked in both orders to
+                      cancel position bias (the baseline the paper's §7 compares against).
 - ``RandomReward``    a seeded coin: the 50% floor every table needs.
 
 The trained Bradley–Terry reward model (eq. 4) lives in ``bench.bradley_terry`` and has the
@@ -27,10 +30,14 @@ import math
 
 import numpy as np
 
-from ..chat import prompt_ids
+import torch
+
+from ..chat import context_length, ensure_pad_token, left_pad, prompt_ids
 from ..reward import EndogenousReward
 from . import METHODS  # noqa: F401 (the package holds it: no torch for --help)
 
+JUDGE_TEMPLATE = ("Question:\n{question}\n\nResponse A:\n{a}\n\nResponse B:\n{b}\n\n"
+                  "Which response is better, A or B? Answer with the letter only.")
 VERIFIER_TEMPLATE = ("Question:\n{question}\n\nAnswer:\n{answer}\n\n"
                      "Is this answer correct? Answer Yes or No.")
 
@@ -126,6 +133,90 @@ class GenerativeVerifier:
         return [math.exp(float(r.logprobs.sum())) for r in results]
 
 
+class PairwiseJudge:
+    """LLM-as-judge: the model is asked which of two responses is better, A or B.
+
+    ``preference(prompt, a, b)`` is the judge's log-odds that ``a`` is better: the prompt
+    ``template`` (through the chat template, ``system`` first) is read in one forward, and
+    ``log π̂("A") − log π̂("B")`` at the assistant's first token is averaged over both orders
+    (``a`` shown as A, then as B, with the sign flipped), which cancels a constant bias
+    towards a position. It is antisymmetric: ``preference(b, a) = −preference(a, b)``.
+
+    As a reward method it gives each response its mean log-odds against the responses of
+    the *other* half of the list (the first half against the second: RM-Bench's three
+    chosen and three rejected), so a pair's two scores are ``d`` and ``−d``, and the chosen
+    one wins exactly when the judge prefers it. On RM-Bench's 3×3 matrix ``M[i][j]``
+    compares those means, not the nine judgements one by one. Cost: two forwards per pair.
+    """
+    name = "judge"
+
+    def __init__(self, model, tokenizer, template: str = JUDGE_TEMPLATE, labels=("A", "B"),
+                 device=None, batch_size: int = 8):
+        for field in ("{question}", "{a}", "{b}"):
+            if field not in template:
+                raise ValueError(f"the judge template needs a {field} field")
+        self.model, self.tokenizer, self.template = model, tokenizer, template
+        self.device = device if device is not None else next(model.parameters()).device
+        self.batch_size = batch_size
+        self.label_ids = []
+        for label in labels:
+            ids = tokenizer(label, add_special_tokens=False)["input_ids"]
+            if len(ids) != 1:
+                raise ValueError(f"the judge's answer {label!r} must be one token, got {len(ids)}")
+            self.label_ids.append(ids[0])
+        ensure_pad_token(tokenizer)
+        self.context = context_length(model.config)
+
+    def judge_prompt(self, prompt, a: str, b: str) -> str:
+        question = prompt if isinstance(prompt, str) else "\n".join(m["content"] for m in prompt)
+        return self.template.format(question=question, a=a, b=b)
+
+    @torch.no_grad()
+    def _log_odds(self, rows: list[list[int]]) -> list[float]:
+        """``log π̂(A) − log π̂(B)`` after each row of prompt ids (left-padded batches)."""
+        out = []
+        for k in range(0, len(rows), self.batch_size):
+            ids, mask = left_pad(rows[k:k + self.batch_size], self.tokenizer.pad_token_id, self.device)
+            position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=position_ids,
+                                use_cache=False).logits[:, -1].float()
+            logp = torch.log_softmax(logits, -1)
+            out += (logp[:, self.label_ids[0]] - logp[:, self.label_ids[1]]).cpu().tolist()
+        return out
+
+    def both_orders(self, prompt, pairs, system=None) -> list[tuple[float, float]]:
+        """``(log-odds of "A" with a shown as A, the same with b shown as A)`` per ``(a, b)``:
+        their half-sum is the judge's bias towards the letter A, their half-difference its
+        preference for ``a``."""
+        rows = []
+        for a, b in pairs:
+            rows += [prompt_ids(self.tokenizer, self.judge_prompt(prompt, a, b), system=system),
+                     prompt_ids(self.tokenizer, self.judge_prompt(prompt, b, a), system=system)]
+        longest = max(map(len, rows))
+        if self.context is not None and longest > self.context:
+            raise ValueError(f"the judge prompt is {longest} tokens, longer than the model's context "
+                             f"({self.context})")
+        odds = self._log_odds(rows)
+        return [(odds[2 * k], odds[2 * k + 1]) for k in range(len(pairs))]
+
+    def preferences(self, prompt, pairs, system=None) -> list[float]:
+        """The judge's log-odds that ``a`` beats ``b`` for each ``(a, b)`` in ``pairs``, both orders."""
+        return [(ab - ba) / 2 for ab, ba in self.both_orders(prompt, pairs, system)]
+
+    def preference(self, prompt, a: str, b: str, system=None) -> float:
+        return self.preferences(prompt, [(a, b)], system)[0]
+
+    def __call__(self, prompt, responses, system=None) -> list[float]:
+        responses = list(responses)
+        if len(responses) < 2 or len(responses) % 2:
+            raise ValueError(f"the judge compares the first half of the responses with the second: "
+                             f"give an even number, got {len(responses)}")
+        n = len(responses) // 2
+        first, second = responses[:n], responses[n:]
+        d = np.array(self.preferences(prompt, [(a, b) for a in first for b in second], system)).reshape(n, n)
+        return [float(x) for x in d.mean(1)] + [float(x) for x in -d.mean(0)]
+
+
 class RandomReward:
     """A uniform random reward, a deterministic function of ``(seed, prompt, response)``.
 
@@ -163,6 +254,8 @@ def make_method(name: str, model=None, tokenizer=None, *, alpha: float = 1.0, ga
         return DiscountedSum(er, gamma)
     if name == "verifier":
         return GenerativeVerifier(er)
+    if name == "judge":
+        return PairwiseJudge(er.model, tokenizer, device=er.device)
     if reference is None:
         raise ValueError("method 'dpo' needs a reference model (--ref-model)")
     ref = EndogenousReward(reference[0], reference[1], alpha=alpha, device=device, dtype=dtype)

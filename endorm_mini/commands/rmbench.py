@@ -222,7 +222,8 @@ def register_cli(sub) -> None:
                                                   "file, or the benchmark's data/ folder")
     p.add_argument("--method", default="endogenous", choices=METHODS,
                    help="the reward: endogenous (eq. 12), meanlogprob, discounted (--gamma), "
-                        "dpo (--ref-model), verifier (the model asked yes/no), random (a coin)")
+                        "dpo (--ref-model), verifier (the model asked yes/no), judge (the model asked "
+                        "'A or B?' for each chosen/rejected pair, both orders), random (a coin)")
     p.add_argument("--out", required=True, help="output folder (rewards.jsonl, summary.json, run.json)")
     limits = p.add_mutually_exclusive_group()
     limits.add_argument("--limit", type=positive_int, default=None,

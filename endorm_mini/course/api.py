@@ -6,17 +6,54 @@ same judge ``endorm-mini grade`` uses) and prints one line, ``✔ 4.2 endogenous
 passed``, or raises an :class:`ExerciseError` naming what differed, the likely mistake and
 the equation. Returning an input fails and calling the reference is refused (watched with
 ``sys.setprofile``).
+
+Hints are tiered, per exercise, over the kernel session (:data:`FAILURES`): the first
+failed check gives the idea to use (the exercise's ``concept``), the second adds the shape
+of the expected answer, and only from the third on the code-level ``hint``. The "likely
+mistake" lines and the equation to re-read come every time. ``endorm-mini grade`` is not
+tiered: it shows the instructor the full hint.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 from typing import Callable
 
 import torch
 
 from . import checks, judge
-from .compare import describe
+from .compare import compare, describe
+
+
+#: Failed checks per exercise id in this kernel session (a pass resets its count).
+FAILURES: dict[str, int] = {}
+#: From which failed check of an exercise on its code-level hint is shown.
+CODE_HINT_AFTER = 3
+_NO_CONCEPT = ("say in words what each symbol of the equation below is, and which axis of the "
+               "tensors it runs over, before changing the code")
+
+
+def tiered_hint(ex: checks.Exercise, failures: int, want=None) -> str:
+    """The hint for the ``failures``-th failed check of ``ex``: the concept (1st), then the
+    expected answer's shape (2nd), then the code-level hint (from :data:`CODE_HINT_AFTER`)."""
+    parts = [ex.concept or _NO_CONCEPT]
+    if failures >= 2 and want is not None:
+        parts.append(f"the answer on this case is {describe(want)}")
+    if failures >= CODE_HINT_AFTER and ex.hint:
+        parts.append(f"in code ({failures} failed checks of {ex.id}): {ex.hint}")
+    elif ex.hint:
+        left = CODE_HINT_AFTER - failures
+        parts.append(f"code-level help after {left} more failed check{'s' * (left > 1)}")
+    return "; ".join(parts)
+
+
+def _failed_want(ex: checks.Exercise, wants: list, outcomes: list):
+    """The reference's answer on the first case the learner's function failed (else None)."""
+    for want, outcome in zip(wants, outcomes):
+        if isinstance(outcome, BaseException) or compare(outcome[0], want, ex.rtol, ex.atol) is not None:
+            return want
+    return None
 
 
 class ExerciseError(AssertionError):
@@ -67,6 +104,10 @@ def check(exercise_id: str, fn: Callable) -> None:
             if judge.failed(outcomes[-1]):
                 break
     verdict = judge.verdict(ex, cases, wants, outcomes, seen, traceback_shown=True)
+    if verdict.result == "failed":
+        FAILURES[ex.id] = FAILURES.get(ex.id, 0) + 1
+        tiered = dataclasses.replace(ex, hint=tiered_hint(ex, FAILURES[ex.id], _failed_want(ex, wants, outcomes)))
+        verdict = judge.verdict(tiered, cases, wants, outcomes, seen, traceback_shown=True)
     if verdict.result == "not attempted":
         raise ExerciseNotImplemented(
             f"✘ {tag}: not implemented yet (NotImplementedError: {verdict.error}). Replace the "
@@ -74,6 +115,7 @@ def check(exercise_id: str, fn: Callable) -> None:
             "cell, then this one.") from None
     if verdict.result != "passed":
         raise ExerciseError(verdict.detail) from verdict.error
+    FAILURES.pop(ex.id, None)
     note = f" (with the package's {', '.join(replaced)} standing in: not finished yet)" \
         if replaced else ""
     print(f"✔ {tag}: passed{note}")

@@ -47,7 +47,8 @@ class Exercise:
     reference: Callable          # the package's implementation; the learner may not call it
     cases: Callable[[Any], Iterable[Case]]  # rng (torch.Generator) -> cases; edge cases too
     equation: str = ""           # what to re-read on a failure ("eq. 12: r̂ = ...")
-    hint: str = ""               # a general nudge shown on every wrong answer
+    hint: str = ""               # code-level help: shown by check() after repeated failures
+    concept: str = ""            # the idea to use, no code: what check() shows first
     rtol: float = 1e-5           # relative tolerance of every float comparison
     atol: float = 1e-6           # absolute tolerance of every float comparison
     outputs: tuple[str, ...] = ()  # names of the returned tuple's parts, for messages
@@ -68,8 +69,8 @@ class Exercise:
 def exercise(exercise_id: str, name: str, reference: Callable, **options: Any):
     """Decorator: register the decorated case generator as exercise ``exercise_id``.
 
-    ``options`` are the other :class:`Exercise` fields (equation, hint, rtol, atol,
-    outputs, mistakes, forbid, seed). Returns the :class:`Exercise`.
+    ``options`` are the other :class:`Exercise` fields (equation, hint, concept, rtol,
+    atol, outputs, mistakes, forbid, seed). Returns the :class:`Exercise`.
     """
     parts = exercise_id.split(".")
     if len(parts) != 2 or not all(p.isdigit() for p in parts):

@@ -19,6 +19,8 @@ def _one_max_for_the_tensor(logits, alpha=1.0):
 @exercise(
     "0.1", "soft_value", reference=reward.soft_value,
     equation="the soft value (docs/paper.md §5, unnumbered in the paper): V(s) = α log Σ_a exp(f(s,a)/α), over the last dimension",
+    concept="exp of a large f/α overflows: take the largest term out of the sum before "
+            "exponentiating, and add it back after the log",
     hint="with m = the max of f/α over the last dimension, "
          "log Σ exp(f/α) = m + log Σ exp(f/α − m), and every exp is then ≤ 1",
     rtol=1e-5, atol=1e-5,

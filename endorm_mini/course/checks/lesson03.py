@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from ... import irl, mdp as tabular
+from ... import irl, mdp as tabular, reward
 from ...mdp import DTYPE, SoftQ, TabularMDP, TokenMDP, Trajectories
 from . import case, exercise
 
@@ -73,6 +73,9 @@ def _svi(mdp, alpha, reward=None, *, backup="soft", next_value="next", terminal=
     "3.1", "soft_value_iteration", reference=tabular.soft_value_iteration,
     equation="docs/paper.md §4 (soft Bellman, γ = 1): Q_h(s,a) = r_h(s,a) + V_{h+1}(s'), "
              "V_h(s) = α logsumexp(Q_h(s,·)/α), V_{H+1} = 0; π_h = softmax(Q_h/α)",
+    concept="work backwards from the last step: a state's soft value is a soft maximum (α-temperature "
+            "logsumexp) of its Q, and Q adds the reward to the value of the state the action leads "
+            "to; nothing is earned after the horizon or after eos",
     hint="loop h = H-1, …, 0; s' for every (s, a) at once is mdp.next_state, so "
          "V[h + 1][mdp.next_state] is [S, A]; set V[h, mdp.terminal] = 0 after each backup",
     outputs=("Q", "V", "policy"),
@@ -125,6 +128,9 @@ def _random_demos(rng, N, H, S, A) -> Trajectories:
     "3.2", "log_likelihood", reference=irl.log_likelihood,
     equation="eq. 7: Σ_i Σ_h [Q_h(s_h,a_h) − α log Σ_a exp(Q_h(s_h,a)/α)] / α "
              "= Σ_i Σ_h log softmax(Q_h(s_h,·)/α)[a_h]",
+    concept="eq. 7 divided by α is a log-likelihood: the log-probability that the policy "
+            "softmax(Q_h/α) gives each demonstrated action, in the state and at the step where it was "
+            "taken, added up",
     hint="log π = Q/α − logsumexp(Q/α) over the actions; pick entry [h, s_h^i, a_h^i] with "
          "h = torch.arange(H) broadcast against states [N, H]; sum over i and h",
     mistakes={
@@ -170,6 +176,8 @@ def _counts_no_time(mdp, demos):
     "3.3", "action_counts", reference=irl.action_counts,
     equation="eq. 7 splits into one softmax likelihood per (h, s); its data are the counts "
              "n_h(s, a) = #{i : s_h^i = s, a_h^i = a}",
+    concept="count how often each (step, state, action) triple occurs in the demonstrations; the same "
+            "triple can occur many times",
     hint="a float64 tensor [H, S, A] of zeros, then add 1 at [h, s_h^i, a_h^i] for every i, h; "
          "index_put_((h, s, a), ones, accumulate=True) or torch.bincount on a flat index do it",
     mistakes={
@@ -204,6 +212,8 @@ def _isq_smooth_after(mdp, demos, alpha=1.0, smoothing=0.1):
     "3.4", "inverse_soft_q", reference=irl.inverse_soft_q,
     equation="eq. 7's maximiser, per (h, s): softmax(Q_h(s,·)/α) = p̂_h(·|s), so "
              "Q_h(s,a) = α log p̂_h(a|s) with p̂ = (n + smoothing) / Σ_a (n + smoothing)",
+    concept="a softmax likelihood is maximised by the empirical frequencies, so the best Q makes "
+            "softmax(Q/α) equal the smoothed action frequencies of each (h, s); invert the softmax",
     hint="counts from your action_counts, plus `smoothing` in every entry; normalise over the "
          "last (action) axis; multiply the log by α",
     mistakes={
@@ -253,6 +263,8 @@ def _r_from_q(mdp, Q, alpha, *, which="next", temperature=True, terminal=True):
     "3.5", "reward_from_q", reference=irl.reward_from_q,
     equation="eq. 8 (γ = 1): r̂_h(s,a) = Q_h(s,a) − V_Q,h+1(s'), V_Q,h(s) = α logsumexp(Q_h(s,·)/α), "
              "V_Q,H+1 = 0, and V = 0, r̂ = 0 at terminal states",
+    concept="invert the soft Bellman equation: the reward is what Q credits beyond the value of the "
+            "next state at the next step; a terminal state has no value and earns nothing",
     hint="build V [H+1, S] with V[H] = 0 and V[:, mdp.terminal] = 0; V[1:][:, mdp.next_state] "
          "is V_{h+1}(s') as [H, S, A]; zero r̂ at terminal states",
     mistakes={
@@ -277,3 +289,42 @@ def reward_from_q_cases(rng: torch.Generator):
     yield case("token tree with a terminal state (after eos), α = 0.7", m, _random_q(m, rng), 0.7)
     m = _random_mdp(rng, S=3, A=2, H=2)
     yield case("horizon 2, α = 3", m, _random_q(m, rng), 3.0)
+
+
+# ---------------------------------------------------------------- 3.6 eq. 7 is eq. 2 (a derivation)
+def _next_token_case(rng, N, H, S, A, alpha, scale=1.0):
+    """(the mean cross-entropy of softmax(Q/α) on N random demonstrations of H steps, N·H, α)."""
+    Q = scale * torch.randn(H, S, A, generator=rng, dtype=DTYPE)
+    states, actions = _random_demos(rng, N, H, S, A)
+    logits = (Q / alpha)[torch.arange(H).expand_as(states), states]      # [N, H, A]
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, A), actions.reshape(-1))
+    return loss, N * H, alpha
+
+
+@exercise(
+    "3.6", "eq7_from_next_token_loss", reference=reward.eq7_from_next_token_loss,
+    equation="eq. 7 at Q = f̂: Σ_i Σ_h [f̂(s,a) − α logsumexp(f̂(s,·)/α)] and eq. 2: Σ_i Σ_h log π̂(a|s), "
+             "π̂ = softmax(f̂/α) (eq. 10); the usual loss is the mean of −log π̂ over the tokens",
+    concept="write one term of eq. 7 as a multiple of log π̂(a|s): f̂(s,a) − α logsumexp(f̂(s,·)/α) = α·(…); "
+            "then undo the mean and the minus sign of the loss",
+    hint="one term is α log π̂(a|s); Σ log π̂ = −num_tokens · loss; so eq. 7 = −α · num_tokens · loss",
+    mistakes={
+        "forgot α: eq. 7's terms are α log π̂, so eq. 7 = α × eq. 2's log-likelihood":
+            lambda loss, num_tokens, alpha=1.0: -num_tokens * torch.as_tensor(loss, dtype=DTYPE),
+        "divided by α: f̂ − α logsumexp(f̂/α) = α log π̂, a factor α, not 1/α":
+            lambda loss, num_tokens, alpha=1.0: -num_tokens * torch.as_tensor(loss, dtype=DTYPE) / alpha,
+        "the loss is a mean over tokens: multiply by num_tokens to get the sum of eq. 2":
+            lambda loss, num_tokens, alpha=1.0: -alpha * torch.as_tensor(loss, dtype=DTYPE),
+        "the sign: the loss is −log π̂ averaged; eq. 7 is maximised, the loss minimised":
+            lambda loss, num_tokens, alpha=1.0: alpha * num_tokens * torch.as_tensor(loss, dtype=DTYPE),
+    },
+)
+def eq7_from_next_token_loss_cases(rng: torch.Generator):
+    loss, n, alpha = _next_token_case(rng, 6, 4, 5, 3, 0.5)
+    yield case("6 demonstrations × 4 steps, α = 0.5", loss, n, alpha=alpha)
+    loss, n, alpha = _next_token_case(rng, 20, 3, 4, 6, 2.0)
+    yield case("20 demonstrations × 3 steps, α = 2", loss, n, alpha=alpha)
+    loss, n, alpha = _next_token_case(rng, 1, 1, 2, 3, 3.0, scale=5.0)
+    yield case("one demonstrated token, α = 3", loss, n, alpha=alpha)
+    loss, n, alpha = _next_token_case(rng, 4, 5, 3, 4, 1.0)
+    yield case("α = 1 (the model's own sampling temperature)", loss, n, alpha=alpha)

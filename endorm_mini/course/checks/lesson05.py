@@ -6,7 +6,7 @@ import torch
 
 from ... import mdp as tabular, theory
 from ...irl import reward_from_q
-from ...mdp import DTYPE
+from ...mdp import DTYPE, Trajectories
 from . import case, exercise
 
 
@@ -32,6 +32,8 @@ def _tv(a, b, c, d, *, how="tv"):
     "5.1", "preference_tv", reference=theory.preference_tv,
     equation="eq. 13: P_r(τ ≻ τ') = σ(r(τ) − r(τ')); TV of two distributions over "
              "{τ ≻ τ', τ' ≻ τ} = ½ Σ over both outcomes |P − P'|",
+    concept="two Bradley–Terry distributions over the two outcomes {τ ≻ τ', τ' ≻ τ}; total variation "
+            "is half the summed absolute difference of their probabilities",
     hint="p = σ(r*(τ) − r*(τ')), q = σ(r̂(τ) − r̂(τ')); the two outcomes have (p, 1 − p) and "
          "(q, 1 − q), so the ½ Σ has two equal terms",
     mistakes={
@@ -74,6 +76,8 @@ def _log_policy(rng, shape, scale=1.0):
     "5.2", "epsilon_pi", reference=theory.epsilon_pi,
     equation="Theorems 1–2: ε_π = max_h max_(s,a) |log π_E(a|s) − log π̂(a|s)|, the max over "
              "(h, s) where reachable_mask is True",
+    concept="the worst log-ratio between the two policies over every step, state and action that the "
+            "mask keeps",
     hint="diff = (log_pi_expert − log_pi_hat).abs(); a mask [H, S] covers all actions of a "
          "state: mask[..., None].expand_as(diff); return a Python float",
     mistakes={
@@ -113,6 +117,8 @@ def epsilon_pi_cases(rng: torch.Generator):
 @exercise(
     "5.3", "theorem1_bound", reference=theory.theorem1_bound,
     equation="Theorem 1: TV(P_r*(·|τ,τ'), P_r̂(·|τ,τ')) ≤ α H ε_π / 2",
+    concept="each step can move the reward gap by at most α ε_π, on both responses, and the sigmoid's "
+            "slope is at most 1/4",
     hint="each of the H steps of τ and of τ' moves the reward gap by at most α ε_π "
          "(2 α H ε_π in all), and σ is 1/4-Lipschitz",
     mistakes={
@@ -160,6 +166,8 @@ def _perturbed(rng, S=5, A=3, H=4, alpha=1.0, noise=0.5):
     "5.4", "rl_gap", reference=theory.rl_gap,
     equation="Theorem 2: V(π_E) − V(π_RL) under r* (eq. 1), π_RL = argmax_π E_π[Σ_h r̂] "
              "(the exact optimum of r̂: hard value iteration)",
+    concept="π_RL is the exact (hard) optimum of r̂; its loss is measured under the MDP's own reward "
+            "r*, against the expert's value",
     hint="π_RL = hard_value_iteration(mdp, reward=r_hat).policy; then policy_value(mdp, π) "
          "evaluates with the MDP's own reward r*",
     mistakes={
@@ -201,6 +209,8 @@ def _through_origin(horizons, gaps):
     "5.5", "fit_exponent", reference=theory.fit_exponent,
     equation="gap ≈ c·H^k ⇔ log gap = log c + k log H: k is the least-squares slope of "
              "log gap against log H",
+    concept="a power law is a straight line on log-log axes: the exponent is the least-squares slope "
+            "of log gap against log H",
     hint="x = log H, y = log gap (both natural logs); subtract their means; k = Σ x y / Σ x x",
     mistakes={
         "forgot the log of the gaps: the slope of gap against log H":
@@ -222,3 +232,68 @@ def fit_exponent_cases(rng: torch.Generator):
     yield case("0.1·H times log-normal noise (tensors)", torch.tensor(H), noisy)
     yield case("two points", [10, 100], [5.0, 0.05])
     yield case("irregular horizons, gap ∝ H^1.5", [3, 5, 11, 40], [0.2 * h**1.5 for h in (3, 5, 11, 40)])
+
+
+# ---------------------------------------------------------------- 5.6 the telescoping total (a derivation)
+def _telescoped(mdp, Q, alpha, demos, *, first=True, last=True, scale=True, last_step="T", sign=1.0):
+    """α Σ log π + V_0(s_0) − V_T(s_T), with one deliberate mistake (named by the flags)."""
+    states, actions = demos
+    N, T = states.shape
+    V = torch.zeros(mdp.horizon + 1, mdp.num_states, dtype=DTYPE)
+    V[:-1] = alpha * torch.logsumexp(Q / alpha, -1)
+    steps = torch.arange(T).expand_as(states)
+    logp = (Q / alpha - torch.logsumexp(Q / alpha, -1, keepdim=True))[steps, states, actions].sum(-1)
+    after = mdp.next_state[states[:, -1], actions[:, -1]]                 # s_T
+    total = (alpha if scale else 1.0) * logp
+    if first:
+        total = total + sign * V[0, states[:, 0]]
+    if last:
+        total = total - sign * V[T if last_step == "T" else T - 1, after]
+    return total
+
+
+def _cut(rng, m, n, T, scale=1.0):
+    """``n`` trajectories of a random policy on ``m``, cut after T steps (T ≤ H), and a random Q."""
+    Q = scale * torch.randn(m.horizon, m.num_states, m.num_actions, generator=rng, dtype=DTYPE)
+    policy = torch.softmax(torch.randn(m.horizon, m.num_states, m.num_actions, generator=rng,
+                                       dtype=DTYPE), -1)
+    states, actions = tabular.sample_trajectories(m, policy, n, rng)
+    return Q, Trajectories(states[:, :T], actions[:, :T])
+
+
+@exercise(
+    "5.6", "telescoped_total", reference=theory.telescoped_total,
+    equation="eq. 8/12 summed: Σ_{h<T} r̂_h(s_h,a_h) with r̂_h = Q_h − V_{h+1}(s_{h+1}) = α log π_h(a_h|s_h) "
+             "+ V_h(s_h) − V_{h+1}(s_{h+1}); π = softmax(Q/α), V_h = α logsumexp(Q_h/α), V_H = 0",
+    concept="write each step's reward in eq. 12's form and add them up: every V except the first "
+            "and the last appears once with + and once with −",
+    hint="α · (log π_h(a_h|s_h) summed over h) + V_0(s_0) − V_T(s_T), where s_T = mdp.next_state[s_{T−1}, "
+         "a_{T−1}] and V_T = 0 when T = H",
+    mistakes={
+        "forgot V(s_1): the first value has no partner to cancel (it is the start state's, shared "
+        "by every response from that state)":
+            lambda mdp, Q, alpha, demos: _telescoped(mdp, Q, alpha, demos, first=False),
+        "forgot −V(s_{T+1}): a trajectory cut before the horizon keeps the value of the state it stops in":
+            lambda mdp, Q, alpha, demos: _telescoped(mdp, Q, alpha, demos, last=False),
+        "forgot α: eq. 12's first term is α log π, not log π":
+            lambda mdp, Q, alpha, demos: _telescoped(mdp, Q, alpha, demos, scale=False),
+        "V(s_{T+1}) at the wrong step: the state after step T−1 is valued by V_T, not V_{T−1}":
+            lambda mdp, Q, alpha, demos: _telescoped(mdp, Q, alpha, demos, last_step="T-1"),
+        "the signs of the values: + V(s_1) − V(s_{T+1}), as eq. 12 has + V(s_h) − V(s_{h+1})":
+            lambda mdp, Q, alpha, demos: _telescoped(mdp, Q, alpha, demos, sign=-1.0),
+    },
+    forbid=(reward_from_q, theory.tabular_endogenous_reward),   # derive it: no per-step rewards
+)
+def telescoped_total_cases(rng: torch.Generator):
+    m = tabular.random_mdp(5, 3, 4, seed=_seed(rng))
+    Q, demos = _cut(rng, m, 8, 4)
+    yield case("8 complete trajectories (T = H = 4), α = 1", m, Q, 1.0, demos)
+    m = tabular.random_mdp(6, 4, 6, seed=_seed(rng))
+    Q, demos = _cut(rng, m, 5, 3)
+    yield case("5 trajectories cut after 3 of H = 6 steps, α = 0.5", m, Q, 0.5, demos)
+    m = tabular.random_mdp(4, 3, 5, seed=_seed(rng))
+    Q, demos = _cut(rng, m, 3, 1, scale=30.0)
+    yield case("one step of H = 5, large Q at α = 0.2 (exp(Q/α) overflows)", m, Q, 0.2, demos)
+    m = tabular.random_mdp(5, 2, 3, seed=_seed(rng))
+    Q, demos = _cut(rng, m, 4, 2)
+    yield case("cut after 2 of H = 3 steps, α = 2", m, Q, 2.0, demos)

@@ -24,6 +24,8 @@ def _rewards(rng, n=3, scale=5.0, shift=0.0) -> list[float]:
     "6.1", "comparison_matrix", reference=rmbench.comparison_matrix,
     equation="RM-Bench: M[i][j] = reward(chosen[i]) > reward(rejected[j]), i, j over the styles "
              "(concise, detailed plain, detailed markdown); a tie is wrong",
+    concept="compare every chosen response's reward with every rejected response's reward, across the "
+            "three styles; a tie counts as wrong",
     hint="with c = np.asarray(chosen_rewards) and r = np.asarray(rejected_rewards), "
          "broadcast c[:, None] against r[None, :]; return a [3, 3] bool array",
     mistakes={
@@ -64,6 +66,8 @@ def _accuracy(matrix, *, upper="hard", diagonal_in=False, over_nine=False):
     "6.2", "matrix_accuracy", reference=rmbench.matrix_accuracy,
     equation="RM-Bench: Hard = mean of the upper triangle (i < j: chosen more concise than "
              "rejected), Normal = the diagonal, Easy = the lower triangle (i > j)",
+    concept="the three accuracies are averages over three regions of the 3×3 matrix: above the "
+            "diagonal, on it and below it",
     hint="np.triu_indices(3, 1) are the cells with i < j, np.tril_indices(3, -1) those with "
          "i > j, np.diag the diagonal; average each as floats",
     mistakes={
@@ -113,6 +117,8 @@ def _items(domains: list[str]) -> list[dict]:
     equation="RM-Bench: per item Easy/Normal/Hard of its 3×3 matrix; a domain's row = their means over "
              "its items, avg = (easy + normal + hard)/3; safety-refuse and safety-response are one "
              "domain, 'safety'; overall = the mean over DOMAINS (each domain weighs the same)",
+    concept="score each item, group the items by domain (the two safety subsets are one domain), "
+            "average within domains, then average the domains",
     hint="group the items' matrix_accuracy(comparison_matrix(...)) by domain (map 'safety-…' to "
          "'safety'), average each group, then average the domain rows for 'overall'; n = item "
          "counts (ints)",
@@ -153,6 +159,8 @@ def endogenous_totals(logprobs, first_value, alpha=1.0):
     "6.4", "endogenous_totals", reference=endogenous_totals,
     equation="eq. 12 telescoped: r̂(τ) = Σ_h r̂_h = α Σ_h log π̂(a_h|s_h) + V(s_1), with "
              "V(s_{T+1}) = 0 after eos; V(s_1) is the prompt's, the same for every response",
+    concept="a response's total endogenous reward telescopes to α times its summed log-probability "
+            "plus the prompt's value V(s_1), shared by every response to that prompt",
     hint="torch.stack([alpha * lp.sum() for lp in logprobs]) + first_value, in float64",
     mistakes={
         "forgot V(s_1): α Σ log π̂ ranks the responses the same way (that is this section's point), "
@@ -190,6 +198,8 @@ def length_normalised(logprobs, power=1.0):
     "6.5", "length_normalised", reference=length_normalised,
     equation="length normalisation: Σ_h log π̂(a_h|s_h) / T^p, T the response's own number of "
              "tokens (eos included); p = 1 is the mean log-prob, p = 0 the log-likelihood",
+    concept="divide each response's summed log-probability by its own length raised to a power: p = 1 "
+            "is the mean log-prob, p = 0 the total",
     hint="torch.stack([lp.sum() / len(lp) ** power for lp in logprobs]), in float64",
     mistakes={
         "divided by T whatever the power: the divisor is T**power":

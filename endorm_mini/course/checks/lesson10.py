@@ -24,6 +24,8 @@ def _logp(rng, n, r, pad=0):
 @exercise(
     "10.1", "kl_optimum", reference=limits.kl_optimum,
     equation="docs/paper.md §6: argmax_π E_π[r̂] − β KL(π ‖ π̂) is π ∝ π̂^{1+α/β} (r̂(τ) = α log π̂(τ) + V(s_1))",
+    concept="the KL optimum reweights π̂ by exp(r̂/β), and r̂ is α log π̂ plus a per-prompt constant: "
+            "a power of π̂, renormalised over the responses",
     hint="multiply log π̂ by 1 + α/β, then normalise over the last dimension with log_softmax",
     mistakes={
         "exponent α/β: that is the entropy-bonus optimum (max E[r̂] + β H(π)), not the KL one":
@@ -39,6 +41,56 @@ def kl_optimum_cases(rng: torch.Generator):
     yield case("the paper's β = 0.01 (almost the mode)", _logp(rng, 3, 4), alpha=1.0, beta=0.01)
     yield case("α = 0.5, β = 2, one response vector", _logp(rng, 1, 7)[0], alpha=0.5, beta=2.0)
     yield case("padding: the last 2 responses have π̂ = 0 (−inf)", _logp(rng, 4, 5, pad=2), alpha=1.0, beta=0.3)
+
+
+# ---------------------------------------------------------------- 10.5 the KL optimum's value (a derivation)
+def _lse(x):
+    return torch.logsumexp(x, -1)
+
+
+def _kl_value(logp, alpha=1.0, beta=0.01, first_value=0.0, *, how="ok"):
+    k = 1 + alpha / beta
+    v = torch.as_tensor(first_value, dtype=logp.dtype)
+    if how == "no beta":
+        return _lse(k * logp) + v
+    if how == "no value":
+        return beta * _lse(k * logp)
+    if how == "entropy":
+        return beta * _lse(alpha / beta * logp) + v
+    if how == "reward only":                             # E_π*[r̂] without the KL cost
+        q = limits.kl_optimum(logp, alpha, beta).exp()
+        return (q * torch.where(q > 0, alpha * logp, 0.0)).sum(-1) + v
+    return beta * _lse(k * logp) + v
+
+
+@exercise(
+    "10.5", "kl_optimal_value", reference=limits.kl_optimal_value,
+    equation="docs/paper.md §6: max_π E_π[r̂] − β KL(π ‖ π̂) with r̂(τ) = α log π̂(τ) + V(s_1) (eq. 12 telescoped); "
+             "the maximiser is π* = π̂^{1+α/β} / Z, Z = Σ_τ π̂(τ)^{1+α/β}",
+    concept="put π* = π̂^{1+α/β}/Z into the objective and simplify: log π* = (1 + α/β) log π̂ − log Z, "
+            "and most terms cancel; what is left depends on Z and V(s_1) only",
+    hint="β · torch.logsumexp((1 + alpha / beta) * logp, dim=-1) + first_value",
+    mistakes={
+        "forgot β: the objective at π* is β log Z + V(s_1), not log Z + V(s_1)":
+            lambda logp, alpha=1.0, beta=0.01, first_value=0.0: _kl_value(logp, alpha, beta, first_value, how="no beta"),
+        "forgot V(s_1): r̂(τ) = α log π̂(τ) + V(s_1), and E_π[V(s_1)] = V(s_1)":
+            lambda logp, alpha=1.0, beta=0.01, first_value=0.0: _kl_value(logp, alpha, beta, first_value, how="no value"),
+        "exponent α/β: that is the entropy-bonus optimum's value (max E[r̂] + β H(π)), not the KL one":
+            lambda logp, alpha=1.0, beta=0.01, first_value=0.0: _kl_value(logp, alpha, beta, first_value, how="entropy"),
+        "E_π*[r̂] alone: the value of the objective subtracts β KL(π* ‖ π̂)":
+            lambda logp, alpha=1.0, beta=0.01, first_value=0.0: _kl_value(logp, alpha, beta, first_value, how="reward only"),
+    },
+    forbid=(limits.kl_optimum,),   # derive the closed form: no distribution needed
+)
+def kl_optimal_value_cases(rng: torch.Generator):
+    yield case("5 prompts × 6 responses, α = 1, β = 0.5", _logp(rng, 5, 6), alpha=1.0, beta=0.5,
+               first_value=torch.randn(5, generator=rng, dtype=torch.float64))
+    yield case("the paper's β = 0.01 (almost the mode)", _logp(rng, 3, 4), alpha=1.0, beta=0.01,
+               first_value=torch.randn(3, generator=rng, dtype=torch.float64))
+    yield case("α = 0.5, β = 2, one response vector, V(s_1) a number", _logp(rng, 1, 7)[0], alpha=0.5, beta=2.0,
+               first_value=1.5)
+    yield case("padding: the last 2 responses have π̂ = 0 (−inf)", _logp(rng, 4, 5, pad=2), alpha=1.0, beta=0.3,
+               first_value=torch.randn(4, generator=rng, dtype=torch.float64))
 
 
 # ---------------------------------------------------------------- 10.2 the exact mode
@@ -98,6 +150,8 @@ def _tree(rng, vocab, horizon, eos, scale, want_beam_wrong=False):
     "10.2", "best_first_mode", reference=limits.best_first_mode,
     equation="docs/paper.md §6: without regularisation π_RL puts all its mass on argmax_τ π̂(τ|s_1), "
              "P(τ) = Π_h π(a_h|s_h) (what exact beam search approximates)",
+    concept="probabilities only shrink as a prefix grows, so always expand the likeliest prefix so "
+            "far; the first complete response taken out is the likeliest of all",
     hint="a heap of (−log P(prefix), prefix), starting from ((0.0, ())); pop the likeliest; if it is complete "
          "(tm.is_terminal and non-empty) it is the mode; else push its children with p > 0",
     mistakes={
@@ -131,6 +185,8 @@ def _sharp(logp, correct, power, how):
     "10.3", "sharpened_accuracy", reference=limits.sharpened_accuracy,
     equation="docs/paper.md §6: PPO with KL β to π̂ converges to π ∝ π̂^{1+α/β}; accuracy = mean over prompts of "
              "Σ_τ π(τ)·1[τ correct]",
+    concept="sharpen each prompt's distribution by a power, renormalise it, and add up the "
+            "probability of the correct responses; then average over prompts",
     hint="probs = softmax(power · logp) over each prompt's responses (dim -1), in float64; padding (−inf) "
          "gets probability 0 by itself",
     mistakes={
@@ -167,6 +223,8 @@ def _margin(logp, correct, alpha=1.0, how=""):
     "10.4", "verifier_margin", reference=limits.verifier_margin,
     equation="hybrid reward r̂(τ) + c·1[τ correct], r̂(τ) = α log π̂(τ) + V(s_1): its best response per prompt "
              "is correct iff c > α (max_wrong log π̂ − max_correct log π̂)",
+    concept="the hybrid's best response is correct when the verifier's bonus c outweighs how much "
+            "likelier (in α log π̂) the best wrong response is than the best correct one",
     hint="torch.where(correct, logp, -inf).amax(-1) is the best correct response; the same with ~correct for "
          "the best wrong one; V(s_1) cancels within a prompt",
     mistakes={
