@@ -153,7 +153,7 @@ def execute(path: Path, timeout: float = 600) -> float:
     start = time.perf_counter()
     nbrun.run(nb, Path(path).parent, timeout, store_widget_state=True)
     seconds = time.perf_counter() - start
-    widget_state.settle_bars(nb)      # progress bars as text lines, not stateful widgets
+    widget_state.settle(nb)    # bars as text lines, widgets with a static copy as the copy
     widgets = widget_state.displayed_state(nb)
     nb.metadata = {k: nb.metadata[k] for k in KEPT_METADATA if k in nb.metadata}
     if widgets:

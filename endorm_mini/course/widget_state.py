@@ -20,8 +20,11 @@ A progress bar (tqdm's, as transformers' "Loading weights") is not kept as a wid
 :func:`settle_bars` stores it as the text line of where it ended, ``Loading weights:
 100%|██████████| 28/28``, which every viewer shows (trusted or not, nbconvert, GitHub);
 as a widget it showed either the state it was displayed with, a frozen ``0/28``, or, its
-state lost, "Error displaying widget: model not found". :func:`missing_state` finds a stored
-widget that no viewer can draw.
+state lost, "Error displaying widget: model not found". An output that carries its own static
+``text/html`` copy beside a widget (the reward explorer's) is stored as that copy
+(:func:`keep_static_copies`): a stored widget cannot be live, and nbconvert draws a stored
+widget from its state only online (its script comes from a CDN), the copy everywhere.
+:func:`missing_state` finds a stored widget that no viewer can draw.
 """
 from __future__ import annotations
 
@@ -163,6 +166,25 @@ def settle_bars(nb: nbformat.NotebookNode) -> int:
     return settled
 
 
+def keep_static_copies(nb: nbformat.NotebookNode) -> int:
+    """Drop the widget view from every stored output that has its own ``text/html`` copy,
+    in place; returns how many."""
+    kept = 0
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            if VIEW_MIMETYPE in data and "text/html" in data:
+                del data[VIEW_MIMETYPE]
+                kept += 1
+    return kept
+
+
+def settle(nb: nbformat.NotebookNode) -> int:
+    """Progress bars as text lines, widgets with a static copy as that copy
+    (:func:`settle_bars`, :func:`keep_static_copies`); returns how many outputs changed."""
+    return settle_bars(nb) + keep_static_copies(nb)
+
+
 def missing_state(nb: nbformat.NotebookNode) -> list[tuple[int, str]]:
     """(cell index, model id) of every stored output displaying a widget whose state ``nb``
     does not keep: a trusted JupyterLab shows "Error displaying widget: model not found"."""
@@ -174,14 +196,14 @@ def missing_state(nb: nbformat.NotebookNode) -> list[tuple[int, str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m endorm_mini.course.widget_state NOTEBOOK...``: settle the stored bars of
-    run notebooks in place, outputs and widget state only (no cell is re-run)."""
+    """``python -m endorm_mini.course.widget_state NOTEBOOK...``: :func:`settle` the stored
+    outputs of run notebooks in place, outputs and widget state only (no cell is re-run)."""
     import sys
     from pathlib import Path
 
     for path in argv if argv is not None else sys.argv[1:]:
         nb = nbformat.read(path, as_version=4)
-        if not settle_bars(nb):
+        if not settle(nb):
             continue
         widgets = displayed_state(nb)
         if widgets:
@@ -190,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
             nb.metadata.pop("widgets", None)
         text = nbformat.writes(nb)
         Path(path).write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
-        print(f"{path}: progress bars stored as text")
+        print(f"{path}: progress bars stored as text, widgets with a copy as the copy")
     return 0
 
 
