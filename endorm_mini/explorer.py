@@ -201,7 +201,7 @@ def _details(rows: list[_Row]) -> str:
              f"{signed(r.logprob)}, V(s<sub>{r.h}</sub>) = {signed(r.value)}, "
              f"V(s<sub>{r.h + 1}</sub>) = {signed(r.next_value)}, r̂ = <b>{signed(r.reward)}</b>,"
              f" Σ r̂ so far = {signed(r.running)}</div>" for r in rows]
-    return (f"<div class='endorm-details' style='font-size:12px;min-height:1.4em;margin:2px 0'>"
+    return (f"<div class='endorm-details' style='font-size:12px;min-height:2.8em;margin:2px 0'>"
             f"<span class='endorm-hint' style='color:#666'>hover, focus (Tab) or click a token"
             f" for its numbers; its row is marked in the table</span>{''.join(lines)}</div>")
 
@@ -220,7 +220,19 @@ def csv_text(result: RewardResult) -> str:
     return out.getvalue()
 
 
-def _table(result: RewardResult, rows: list[_Row], scale: ColourScale, label: str) -> str:
+def _tools(result: RewardResult, label: str) -> str:
+    """The sort box and the CSV link, above the strip: a token's details, shown or hidden,
+    never move them under the pointer."""
+    from urllib.parse import quote
+
+    name = f"rewards-{label or 'response'}.csv"
+    return (f"<div style='font-size:12px;display:flex;gap:14px;align-items:center'>"
+            f"<label><input type='checkbox' class='endorm-sort'> sort the table by r̂ (largest "
+            f"first)</label><a class='endorm-csv' download='{name}' href='data:text/csv;"
+            f"charset=utf-8,{quote(csv_text(result), safe='')}'>export CSV</a></div>")
+
+
+def _table(rows: list[_Row], scale: ColourScale) -> str:
     head = "".join(f"<th style='padding:1px 6px;text-align:right'>{name}</th>" for name in
                    ("h", "token", f"log {PI_HAT}", "V(s<sub>h</sub>)", "V(s<sub>h+1</sub>)", "r̂",
                     "Σ r̂ so far"))
@@ -237,17 +249,10 @@ def _table(result: RewardResult, rows: list[_Row], scale: ColourScale, label: st
                          + _cell(signed(r.running)) + "</tr>")
         return f"<tbody class='endorm-{which}'>{''.join(lines)}</tbody>"
 
-    from urllib.parse import quote
-
-    name = f"rewards-{label or 'response'}.csv"
-    tools = (f"<div style='font-size:12px;display:flex;gap:14px;align-items:center'>"
-             f"<label><input type='checkbox' class='endorm-sort'> sort by r̂ (largest first)"
-             f"</label><a class='endorm-csv' download='{name}' href='data:text/csv;charset=utf-8,"
-             f"{quote(csv_text(result), safe='')}'>export CSV</a></div>")
     # every row shows up to TABLE_ROWS tokens; only a longer response scrolls inside
     limit = f"max-height:{TABLE_ROWS * 1.3 + 2:.0f}em;overflow-y:auto;" if len(rows) > TABLE_ROWS else ""
     by_reward = sorted(rows, key=lambda r: -r.reward)
-    return (f"{tools}<div style='{limit}margin:4px 0'>"
+    return (f"<div style='{limit}margin:4px 0'>"
             f"<table class='endorm-table' style='border-collapse:collapse;font-size:12px;"
             f"line-height:1.3;font-variant-numeric:tabular-nums'><thead><tr>{head}</tr></thead>"
             f"{body(rows, 'by-h')}{body(by_reward, 'by-reward')}</table></div>")
@@ -276,7 +281,8 @@ def tokens_html(result: RewardResult, scale: ColourScale | None = None,
             f"style='{FONT};font-size:13px'>{_style(len(rows))}"
             f"<div>{title}total Σ r̂ = <b class='endorm-total'>{signed(result.total)}</b>"
             f" over {len(result.tokens)} tokens</div>"
-            f"{_token_strip(rows, scale)}{_details(rows)}{_table(result, rows, scale, label)}"
+            f"{_tools(result, label)}{_token_strip(rows, scale)}{_details(rows)}"
+            f"{_table(rows, scale)}"
             f"{telescoping_line(result)}</div>")
 
 
