@@ -112,9 +112,12 @@ TABLE_ROWS = 64
 """A response's table shows every row up to this many tokens; a longer one scrolls inside."""
 
 
+READOUT = ""   # the slider's readout: d3-format's default, ~g to 12 digits (as alpha_text)
+
 def alpha_text(alpha: float) -> str:
-    """α as every part of the explorer shows it (header, telescoping line, slider readout)."""
-    return f"{alpha:.3g}"
+    """α as every part of the explorer shows it (header, telescoping line, slider readout:
+    :data:`READOUT`); the slider's powers of 2 read exactly: 0.25, 0.5, 1, 2, 4."""
+    return f"{alpha:.12g}"
 
 
 def _token_text(token: str) -> str:
@@ -369,10 +372,11 @@ SNAPSHOT_NOTE = (f"<div class='endorm-snapshot' style='{FONT};font-size:13px;bac
                  f"</b> (after the cells above it) to make it live, then choose the prompt, "
                  f"edit the responses and move α.</div>")
 # ipywidgets cannot mark its dropdown as keeping its keys, so JupyterLab takes ArrowDown on
-# it to move to the next cell. The live view marks it (Lumino's data-lm-suppress-shortcuts)
-# from the error handler of an empty image: the one script an HTML widget's content runs.
+# it to move to the next cell. The live view marks the <select> itself (Lumino matches the
+# focused element before it reaches a marked ancestor) with data-lm-suppress-shortcuts, from
+# the error handler of an empty image: the one script an HTML widget's content runs.
 KEEP_KEYS = ("<img alt='' src='data:,' style='display:none' onerror=\"var b=this.closest("
-             "'.widget-vbox');var d=b&&b.querySelector('.widget-dropdown');"
+             "'.widget-vbox');var d=b&&b.querySelector('.widget-dropdown select');"
              "if(d)d.setAttribute('data-lm-suppress-shortcuts','true')\">")
 
 
@@ -398,8 +402,7 @@ class RewardExplorer:
         self._scorers: dict[float, EndogenousReward] = {}
         self._pending = None
         self._loading = False
-        def wide():
-            # "auto" stretches across the box; "100%" plus the widgets' margins overflows it
+        def wide():  # "auto" stretches across the box; "100%" plus the margins overflows it
             return widgets.Layout(width="auto")
         style = {"description_width": "90px"}
         first = next(iter(self.responses))
@@ -409,9 +412,9 @@ class RewardExplorer:
                                        layout=wide(), style=style)
         self.response_b = widgets.Text(value=self.responses[first][1], description="response B",
                                        layout=wide(), style=style)
-        # powers of 2: each α is exact in three digits, as the header and the sums show it
+        # powers of 2: each α reads exactly, the same in the header, the sums and the readout
         self.alpha = widgets.FloatLogSlider(value=self.config.alpha, base=2, min=-2, max=2,
-                                            step=1, readout_format=".3g", description="α",
+                                            step=1, readout_format=READOUT, description="α",
                                             style=style,
                                             layout=widgets.Layout(width="60%"))
         self.view = widgets.HTML(layout=wide())

@@ -51,7 +51,8 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
          "--window-size=1280,1400",
          # offline: only JupyterLab on 127.0.0.1 answers (a CDN script cannot rescue a view)
          "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"]
-WAIT_S = 90          # the longest wait for one step (the whole lesson runs in one of them)
+WAIT_S = 90          # the longest wait for one step
+RUN_ALL_S = 300      # running the whole lesson (with its real-model section: ~2 min on 2 cores)
 LAB_SETTINGS = {
     # every cell attached to the page, so the explorer is in the DOM wherever it scrolls
     "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
@@ -282,6 +283,16 @@ def _work_tokens(driver, root):
     root.find_elements("css selector", ".endorm-sort")[1].click()
 
 
+def _press_on_dropdown(driver, key):
+    """Focus the prompt's dropdown (as Tab or a click would) and press ``key`` on it."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    select = _explorer(driver).find_element("css selector", ".widget-dropdown select")
+    driver.execute_script("arguments[0].focus();", select)
+    assert driver.execute_script("return document.activeElement === arguments[0];", select)
+    ActionChains(driver).send_keys(key).perform()
+
+
 def _screenshot(driver, name: str):
     folder = os.environ.get("ENDORM_MINI_SCREENSHOTS")
     if folder:
@@ -309,7 +320,7 @@ def test_lesson_04_explorer_in_jupyterlab(lab, browser):
                            "'notebook:clear-all-cell-outputs');")
     assert _explorer(browser) is None
     browser.execute_script("window.jupyterapp.commands.execute('notebook:run-all-cells');")
-    WebDriverWait(browser, WAIT_S, poll_frequency=0.2).until(
+    WebDriverWait(browser, RUN_ALL_S, poll_frequency=0.2).until(
         lambda d: d.execute_script(ALL_RAN_JS))
     assert browser.execute_script(ERRORS_JS) == []
 
@@ -343,8 +354,9 @@ def test_lesson_04_explorer_in_jupyterlab(lab, browser):
     # another prompt, chosen with ArrowDown on the dropdown (JupyterLab stays on this cell),
     # loads its own responses into the boxes and scores them
     cell_js = NOTEBOOK_JS + "return nb.content.activeCellIndex;"
-    cell = browser.execute_script(cell_js)
-    _explorer(browser).find_element("css selector", "select").send_keys(Keys.ARROW_DOWN)
+    cell = browser.execute_script(NOTEBOOK_JS + "return nb.content.widgets.findIndex("
+                                  "c => !!c.node.querySelector('.widget-vbox .endorm-explorer'));")
+    _press_on_dropdown(browser, Keys.ARROW_DOWN)
     tokyo = _wait_for(browser, "the Japan pair", lambda s: s["prompt"] == japan
                       and s["tokens"] == ["Tokyo.</s>", "Kyoto.</s>"])
     assert browser.execute_script(cell_js) == cell
@@ -353,7 +365,7 @@ def test_lesson_04_explorer_in_jupyterlab(lab, browser):
     assert tokyo["head"].endswith("α = 2") and tokyo["totals"] != lyon["totals"]
 
     # back to France (ArrowUp): the edited response is still there
-    _explorer(browser).find_element("css selector", "select").send_keys(Keys.ARROW_UP)
+    _press_on_dropdown(browser, Keys.ARROW_UP)
     back = _wait_for(browser, "France with the edit", lambda s: s["prompt"] == france
                      and s["tokens"] == ["Paris.</s>", "Lyon.</s>"])
     assert back["boxes"] == ["Paris.", "Lyon."]

@@ -273,7 +273,7 @@ def test_alpha_reads_the_same_in_the_header_the_sums_and_the_slider(tiny_tokeniz
     ex = reward_explorer(model, tiny_tokenizer, EXAMPLES)
     for value in (0.25, 0.5, 2.0, 4.0):
         ex.alpha.value = value
-        assert ex.alpha.readout_format == ".3g" and format(value, ".3g") == alpha_text(value)
+        assert ex.alpha.readout_format == ""    # d3's default, ~g to 12 digits (browser-tested)
         text = _visible(ex.view.value)
         assert f"α = {alpha_text(value)}" in text and f"= {alpha_text(value)}·(" in text
-    assert alpha_text(2 ** 1.5) == "2.83"
+    assert alpha_text(2 ** 0.5) == "1.41421356237"              # d3's default shows the same
