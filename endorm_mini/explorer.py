@@ -8,10 +8,16 @@ same for every response to it. So the difference of two totals is what ranks res
 
 - Colour: a fixed, symmetric, diverging scale in nats (red below 0, blue above), clipped at
   ±limit. No token sets it, so one shade means one reward in every response and at every α.
-- Numbers: each response gets a table (h, token, log π̂, V(s_h), r̂, running Σ r̂) and its
-  telescoping line; the two totals, their difference and the preferred response follow.
+- Numbers: each response gets a table (h, token, log π̂, V(s_h), V(s_{h+1}), r̂, running
+  Σ r̂) and its telescoping line; the two totals, their difference and the preferred
+  response follow.
+- Details: hovering a token, focusing it (Tab) or clicking it shows its h, log π̂, V(s_h),
+  V(s_{h+1}), r̂ and running sum and marks its table row, in CSS only, so the stored copy
+  does it too. Each table sorts by r̂ and exports CSV; it shows every row up to
+  :data:`TABLE_ROWS` tokens.
 - The HTML is built by plain functions, so a notebook saved without a live kernel shows the
-  explorer's first view too (``RewardExplorer._repr_mimebundle_`` adds it as ``text/html``).
+  explorer's first view too (``RewardExplorer._repr_mimebundle_`` adds it as ``text/html``,
+  headed as a snapshot: run the cell to make it live).
 """
 from __future__ import annotations
 
@@ -102,6 +108,18 @@ class ColourScale:
 
 
 # ---------------------------------------------------------------- one response
+TABLE_ROWS = 64
+"""A response's table shows every row up to this many tokens; a longer one scrolls inside."""
+
+
+READOUT = ""   # the slider's readout: d3-format's default, ~g to 12 digits (as alpha_text)
+
+def alpha_text(alpha: float) -> str:
+    """α as every part of the explorer shows it (header, telescoping line, slider readout:
+    :data:`READOUT`); the slider's powers of 2 read exactly: 0.25, 0.5, 1, 2, 4."""
+    return f"{alpha:.12g}"
+
+
 def _token_text(token: str) -> str:
     return html.escape(token).replace("\n", "⏎") or "∅"
 
@@ -110,35 +128,137 @@ def _cell(text: str, style: str = "") -> str:
     return f"<td style='padding:1px 6px;text-align:right;{style}'>{text}</td>"
 
 
-def _token_strip(result: RewardResult, scale: ColourScale) -> str:
-    spans = []
-    for h, (token, r) in enumerate(zip(result.tokens, result.rewards.tolist()), 1):
-        bg, fg = scale.colours(r)
-        spans.append(f"<span class='endorm-token' data-reward='{r:.6f}' title='h = {h}, "
-                     f"r̂ = {signed(r)}' style='background:{bg};color:{fg};padding:1px 2px;"
-                     f"border-radius:3px;white-space:pre;{MONO}'>{_token_text(token)}</span>")
-    # a flex row that wraps: characters of one word have no line-break opportunity
-    return (f"<div class='endorm-tokens' style='display:flex;flex-wrap:wrap;gap:2px;"
-            f"margin:3px 0;line-height:1.5'>{''.join(spans)}</div>")
+@dataclass
+class _Row:
+    """One token's numbers: r̂ = α log π̂ + V(s_h) − V(s_{h+1}) (eq. 12)."""
+    h: int
+    token: str
+    logprob: float
+    value: float
+    next_value: float
+    reward: float
+    running: float
+
+    def details(self) -> str:
+        """The token's numbers as one line of plain text (its label for screen readers)."""
+        return (f"h = {self.h}, token {self.token!r}: log π̂ = {signed(self.logprob)}, "
+                f"V(s_{self.h}) = {signed(self.value)}, V(s_{self.h + 1}) = "
+                f"{signed(self.next_value)}, r̂ = {signed(self.reward)}, Σ r̂ so far = "
+                f"{signed(self.running)}")
 
 
-def _table(result: RewardResult, scale: ColourScale) -> str:
-    head = "".join(f"<th style='padding:1px 6px;text-align:right'>{name}</th>" for name in
-                   ("h", "token", f"log {PI_HAT}", "V(s<sub>h</sub>)", "r̂", "Σ r̂ so far"))
-    rows = []
-    running = 0.0
-    for h, (token, lp, v, r) in enumerate(zip(result.tokens, result.logprobs.tolist(),
-                                              result.values.tolist(), result.rewards.tolist()), 1):
+def _rows(result: RewardResult) -> list[_Row]:
+    values = result.values.tolist()
+    following = values[1:] + [0.0 if result.ended else float(result.final_value)]
+    rows, running = [], 0.0
+    for h, (token, lp, v, nv, r) in enumerate(zip(result.tokens, result.logprobs.tolist(),
+                                                  values, following,
+                                                  result.rewards.tolist()), 1):
         running += r
-        bg, fg = scale.colours(r)
-        shown = _token_text(token).replace(" ", "␣")
-        rows.append("<tr>" + _cell(str(h)) + _cell(shown, MONO) + _cell(signed(lp))
-                    + _cell(signed(v)) + _cell(signed(r), f"background:{bg};color:{fg}")
-                    + _cell(signed(running)) + "</tr>")
-    return (f"<div style='max-height:230px;overflow-y:auto;margin:4px 0'>"
+        rows.append(_Row(h, token, lp, v, nv, r, running))
+    return rows
+
+
+def _style(tokens: int) -> str:
+    """CSS only (an HTML widget runs no script; a stored copy neither): a token hovered, or
+    focused (by Tab or a click), shows its numbers under the strip and marks its table row;
+    the sort box swaps the table's row order."""
+    one = [f".endorm-response:has(.endorm-token[data-h='{h}']:hover) [data-h='{h}'].endorm-detail,"
+           f".endorm-response:not(:has(.endorm-token:hover)):has(.endorm-token[data-h='{h}']:focus)"
+           f" [data-h='{h}'].endorm-detail{{display:block}}"
+           f".endorm-response:has(.endorm-token[data-h='{h}']:is(:hover,:focus)) "
+           f"tr[data-h='{h}']{{outline:2px solid #d08000;outline-offset:-1px}}"
+           f".endorm-response:has(.endorm-token[data-h='{h}']:is(:hover,:focus)) "
+           f"tr[data-h='{h}'] td{{background-color:#fff1b8}}" for h in range(1, tokens + 1)]
+    return ("<style>.endorm-detail{display:none}"
+            ".endorm-response:has(.endorm-token:is(:hover,:focus)) .endorm-hint{display:none}"
+            ".endorm-token{cursor:pointer}"
+            ".endorm-token:focus{outline:2px solid #222;outline-offset:1px}"
+            ".endorm-response:has(.endorm-sort:checked) tbody.endorm-by-h,"
+            ".endorm-response:not(:has(.endorm-sort:checked)) tbody.endorm-by-reward"
+            "{display:none}" + "".join(one) + "</style>")
+
+
+def _token_strip(rows: list[_Row], scale: ColourScale) -> str:
+    words: list[list[str]] = []
+    for i, row in enumerate(rows):
+        bg, fg = scale.colours(row.reward)
+        span = (f"<span class='endorm-token' data-h='{row.h}' data-reward='{row.reward:.6f}' "
+                f"tabindex='0' role='button' aria-label='{html.escape(row.details())}' "
+                f"style='background:{bg};color:{fg};padding:1px 2px;border-radius:3px;"
+                f"white-space:pre;{MONO}'>{_token_text(row.token)}</span>")
+        # a line may break before a token that starts with a space or follows one that
+        # ends with one (or a new line), never inside a word made of several tokens
+        if not words or row.token[:1].isspace() or rows[i - 1].token[-1:].isspace():
+            words.append([])
+        words[-1].append(span)
+    groups = "".join(f"<span style='display:inline-flex;gap:2px;white-space:nowrap'>"
+                     f"{''.join(word)}</span>" for word in words)
+    return (f"<div class='endorm-tokens' style='display:flex;flex-wrap:wrap;gap:2px;"
+            f"margin:3px 0;line-height:1.5'>{groups}</div>")
+
+
+def _details(rows: list[_Row]) -> str:
+    lines = [f"<div class='endorm-detail' data-h='{r.h}'>h = {r.h}, token "
+             f"<code>{_token_text(r.token).replace(' ', '␣')}</code>: log {PI_HAT} = "
+             f"{signed(r.logprob)}, V(s<sub>{r.h}</sub>) = {signed(r.value)}, "
+             f"V(s<sub>{r.h + 1}</sub>) = {signed(r.next_value)}, r̂ = <b>{signed(r.reward)}</b>,"
+             f" Σ r̂ so far = {signed(r.running)}</div>" for r in rows]
+    return (f"<div class='endorm-details' style='font-size:12px;min-height:2.8em;margin:2px 0'>"
+            f"<span class='endorm-hint' style='color:#666'>hover, focus (Tab) or click a token"
+            f" for its numbers; its row is marked in the table</span>{''.join(lines)}</div>")
+
+
+def csv_text(result: RewardResult) -> str:
+    """The per-token table as CSV (h, token, log π̂, V(s_h), V(s_{h+1}), r̂, Σ r̂ so far)."""
+    import csv
+    import io
+
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["h", "token", "log_pi_hat", "V_h", "V_h_plus_1", "reward", "running_sum"])
+    for r in _rows(result):
+        writer.writerow([r.h, r.token, f"{r.logprob:.6f}", f"{r.value:.6f}",
+                         f"{r.next_value:.6f}", f"{r.reward:.6f}", f"{r.running:.6f}"])
+    return out.getvalue()
+
+
+def _tools(result: RewardResult, label: str) -> str:
+    """The sort box and the CSV link, above the strip: a token's details, shown or hidden,
+    never move them under the pointer."""
+    from urllib.parse import quote
+
+    name = f"rewards-{label or 'response'}.csv"
+    return (f"<div style='font-size:12px;display:flex;gap:14px;align-items:center'>"
+            f"<label><input type='checkbox' class='endorm-sort'> sort the table by r̂ (largest "
+            f"first)</label><a class='endorm-csv' download='{name}' href='data:text/csv;"
+            f"charset=utf-8,{quote(csv_text(result), safe='')}'>export CSV</a></div>")
+
+
+def _table(rows: list[_Row], scale: ColourScale) -> str:
+    head = "".join(f"<th style='padding:1px 6px;text-align:right'>{name}</th>" for name in
+                   ("h", "token", f"log {PI_HAT}", "V(s<sub>h</sub>)", "V(s<sub>h+1</sub>)", "r̂",
+                    "Σ r̂ so far"))
+
+    def body(ordered: list[_Row], which: str) -> str:
+        lines = []
+        for r in ordered:
+            bg, fg = scale.colours(r.reward)
+            shown = _token_text(r.token).replace(" ", "␣")
+            lines.append(f"<tr data-h='{r.h}'>" + _cell(str(r.h)) + _cell(shown, MONO)
+                         + _cell(signed(r.logprob)) + _cell(signed(r.value))
+                         + _cell(signed(r.next_value))
+                         + _cell(signed(r.reward), f"background:{bg};color:{fg}")
+                         + _cell(signed(r.running)) + "</tr>")
+        return f"<tbody class='endorm-{which}'>{''.join(lines)}</tbody>"
+
+    # every row shows up to TABLE_ROWS tokens; only a longer response scrolls inside
+    limit = f"max-height:{TABLE_ROWS * 1.3 + 2:.0f}em;overflow-y:auto;" if len(rows) > TABLE_ROWS else ""
+    by_reward = sorted(rows, key=lambda r: -r.reward)
+    return (f"<div style='{limit}margin:4px 0'>"
             f"<table class='endorm-table' style='border-collapse:collapse;font-size:12px;"
             f"line-height:1.3;font-variant-numeric:tabular-nums'><thead><tr>{head}</tr></thead>"
-            f"<tbody>{''.join(rows)}</tbody></table></div>")
+            f"{body(rows, 'by-h')}{body(by_reward, 'by-reward')}</table></div>")
 
 
 def telescoping_line(result: RewardResult) -> str:
@@ -149,7 +269,7 @@ def telescoping_line(result: RewardResult) -> str:
     why = "V = 0 after eos" if result.ended else "no eos: cut, its V kept"
     return (f"<div class='endorm-telescoping' style='{FONT};font-size:12px'>"
             f"Σ r̂ = α·Σ log {PI_HAT} + V(s<sub>1</sub>) {MINUS} V(s<sub>T+1</sub>)<br>"
-            f"&nbsp;&nbsp;&nbsp; = {result.alpha:g}·{factor(loglik)} {term(v1)} {MINUS} {last}"
+            f"&nbsp;&nbsp;&nbsp; = {alpha_text(result.alpha)}·{factor(loglik)} {term(v1)} {MINUS} {last}"
             f" = {signed(result.total)} &nbsp;({why})</div>")
 
 
@@ -158,11 +278,15 @@ def tokens_html(result: RewardResult, scale: ColourScale | None = None,
     """One response as HTML: tokens shaded by r̂, its per-token table and its telescoping sum."""
     scale = scale or ColourScale()
     title = f"<b>{html.escape(label)}</b> " if label else ""
-    return (f"<div class='endorm-response' style='{FONT};font-size:13px'>"
+    rows = _rows(result)
+    # data-lm-suppress-shortcuts: keys pressed on a focused token are not JupyterLab's
+    return (f"<div class='endorm-response' data-lm-suppress-shortcuts='true' "
+            f"style='{FONT};font-size:13px'>{_style(len(rows))}"
             f"<div>{title}total Σ r̂ = <b class='endorm-total'>{signed(result.total)}</b>"
             f" over {len(result.tokens)} tokens</div>"
-            f"{_token_strip(result, scale)}{_table(result, scale)}{telescoping_line(result)}"
-            f"</div>")
+            f"{_tools(result, label)}{_token_strip(rows, scale)}{_details(rows)}"
+            f"{_table(rows, scale)}"
+            f"{telescoping_line(result)}</div>")
 
 
 # ---------------------------------------------------------------- two responses
@@ -194,7 +318,7 @@ def comparison_html(prompt: str, a: RewardResult | str, b: RewardResult | str,
     both = isinstance(a, RewardResult) and isinstance(b, RewardResult)
     head = f"prompt: <b>{html.escape(prompt)}</b>"
     if alpha is not None:
-        head += f" &nbsp; α = {alpha:g}"
+        head += f" &nbsp; α = {alpha_text(alpha)}"
     # line-height: the widget's HTML box inherits the controls' 28 px rows otherwise
     return (f"<div class='endorm-explorer' style='{FONT};font-size:13px;line-height:1.4;"
             f"padding-bottom:10px'>"
@@ -209,7 +333,7 @@ class ExplorerConfig:
     """Settings of :func:`reward_explorer`."""
 
     alpha: float = 1.0
-    """α at start (eq. 10–12); the slider runs over powers of 2 from 1/4 to 4."""
+    """α at start (eq. 10–12); the slider runs over the powers of 2 from 1/4 to 4."""
     debounce_s: float = 0.25
     """Seconds of quiet after the last keystroke or slider move before rescoring (in a
     running kernel; outside an event loop every change rescores at once)."""
@@ -239,11 +363,30 @@ def _check_examples(examples) -> dict[str, list[str]]:
     return out
 
 
+# What a stored notebook shows in place of the live widget (build-lessons --execute keeps
+# this copy, not the widget: a stored widget cannot rescore, and nbconvert and GitHub draw
+# only the copy offline).
+SNAPSHOT_NOTE = (f"<div class='endorm-snapshot' style='{FONT};font-size:13px;background:#fff4d6;"
+                 f"border-left:4px solid #d08000;padding:4px 8px;margin-bottom:6px'>"
+                 f"<b>A snapshot</b> of the reward explorer as it was stored: <b>run this cell"
+                 f"</b> (after the cells above it) to make it live, then choose the prompt, "
+                 f"edit the responses and move α.</div>")
+# ipywidgets cannot mark its dropdown as keeping its keys, so JupyterLab takes ArrowDown on
+# it to move to the next cell. The live view marks the <select> itself (Lumino matches the
+# focused element before it reaches a marked ancestor) with data-lm-suppress-shortcuts, from
+# the error handler of an empty image: the one script an HTML widget's content runs.
+KEEP_KEYS = ("<img alt='' src='data:,' style='display:none' onerror=\"var b=this.closest("
+             "'.widget-vbox');var d=b&&b.querySelector('.widget-dropdown select');"
+             "if(d)d.setAttribute('data-lm-suppress-shortcuts','true')\">")
+
+
 class RewardExplorer:
     """Pick a prompt, edit its two responses, move α: tokens shaded by r̂, totals compared.
 
     ``widget`` is the ipywidgets box; the object displays as that live widget with a static
-    ``text/html`` copy of the current view beside it (for a notebook read without a kernel).
+    ``text/html`` copy of the current view beside it, headed as a snapshot (what a notebook
+    stored by build-lessons --execute keeps). Hover, focus or click a token for its numbers
+    (its table row is marked); each table sorts by r̂ and exports CSV.
     """
 
     def __init__(self, model, tokenizer, examples: dict[str, list[str]],
@@ -259,8 +402,7 @@ class RewardExplorer:
         self._scorers: dict[float, EndogenousReward] = {}
         self._pending = None
         self._loading = False
-        def wide():
-            # "auto" stretches across the box; "100%" plus the widgets' margins overflows it
+        def wide():  # "auto" stretches across the box; "100%" plus the margins overflows it
             return widgets.Layout(width="auto")
         style = {"description_width": "90px"}
         first = next(iter(self.responses))
@@ -270,8 +412,10 @@ class RewardExplorer:
                                        layout=wide(), style=style)
         self.response_b = widgets.Text(value=self.responses[first][1], description="response B",
                                        layout=wide(), style=style)
+        # powers of 2: each α reads exactly, the same in the header, the sums and the readout
         self.alpha = widgets.FloatLogSlider(value=self.config.alpha, base=2, min=-2, max=2,
-                                            step=0.5, description="α", style=style,
+                                            step=1, readout_format=READOUT, description="α",
+                                            style=style,
                                             layout=widgets.Layout(width="60%"))
         self.view = widgets.HTML(layout=wide())
         self.widget = widgets.VBox([self.prompt, self.response_a, self.response_b, self.alpha,
@@ -304,7 +448,8 @@ class RewardExplorer:
     def refresh(self):
         """Rescore now and redraw the view."""
         self._pending = None
-        self.view.value = self.html()
+        self.static = self.html()
+        self.view.value = self.static + KEEP_KEYS
         self.renders += 1
 
     def _schedule(self, _change=None):
@@ -337,11 +482,9 @@ class RewardExplorer:
 
     def _repr_mimebundle_(self, **kwargs):
         bundle = self.widget._repr_mimebundle_(**kwargs)
-        bundle["text/html"] = (f"{self.view.value}<div style='{FONT};font-size:12px;"
-                               f"color:#666'>(a static copy of the explorer's view: run the "
-                               f"notebook to change the prompt, the responses and α)</div>")
+        bundle["text/html"] = SNAPSHOT_NOTE + self.static
         bundle["text/plain"] = (f"RewardExplorer(prompt={self.prompt.value!r}, "
-                                f"α={self.alpha.value:g})")
+                                f"α={alpha_text(self.alpha.value)})")
         return bundle
 
 

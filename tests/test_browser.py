@@ -3,9 +3,15 @@
 JupyterLab runs on 127.0.0.1 (a free port, token auth) in a temporary copy of the solved
 lesson 04; headless Chromium opens it, runs every cell, then works the explorer: moves α,
 types a response, switches the prompt, and checks after each step that the rendered
-tokens, the totals and the response boxes changed as they should. A second test opens the
-stored solution without running it, trusted and untrusted, and finds the explorer's first
-view (from the stored widget state, or the static ``text/html`` copy) and no widget error.
+tokens, the totals and the response boxes changed as they should; switches the prompt with
+the arrow keys on its dropdown (JupyterLab must not move to another cell); clicks a token
+(its numbers show, its table row is marked). A second test opens the stored solution
+without running it, trusted and untrusted, and finds the explorer's static copy headed as a
+snapshot and no widget error; a third opens the stored lessons 01, 06 and 09 trusted, with
+their kernels, and finds their loading bars as finished text lines, no frozen ``0/N`` bar and
+no widget error. The last needs no JupyterLab: ``jupyter nbconvert --to html`` of the stored
+lesson 04, opened offline, shows the static copy, and its tokens answer hover, Tab and
+click, and its table sorts by r̂.
 
 Needs Debian's ``chromium`` and ``chromium-driver`` (``.ci/run`` installs them when run as
 root) and selenium (the ``dev`` extra). Without them the test is skipped, except under
@@ -35,12 +41,18 @@ from nbformat.sign import NotebookNotary
 ROOT = Path(__file__).resolve().parents[1]
 LESSON = "04_endogenous_reward.ipynb"                # trusted in the server (signed)
 UNTRUSTED = "untrusted-" + LESSON                     # the same file, not signed
+# lessons whose stored outputs held transformers' "Loading weights" bar as a widget (signed)
+BARS = ["01_generation_as_mdp.ipynb", "06_rmbench_rebuilt.ipynb",
+        "09_math_self_improvement.ipynb"]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 DRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--window-size=1280,1400"]
-WAIT_S = 90          # the longest wait for one step (the whole lesson runs in one of them)
+         "--window-size=1280,1400",
+         # offline: only JupyterLab on 127.0.0.1 answers (a CDN script cannot rescue a view)
+         "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"]
+WAIT_S = 90          # the longest wait for one step
+RUN_ALL_S = 300      # running the whole lesson (with its real-model section: ~2 min on 2 cores)
 LAB_SETTINGS = {
     # every cell attached to the page, so the explorer is in the DOM wherever it scrolls
     "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
@@ -73,12 +85,15 @@ def lab(tmp_path):
     _need("selenium", importlib.util.find_spec("selenium") is not None)
     work = tmp_path / "work"
     work.mkdir()
-    shutil.copy(ROOT / "solutions" / LESSON, work / LESSON)
-    # A trust database of its own: LESSON signed, as a notebook its user ran and saved is
-    # (its outputs render as stored, widgets included); UNTRUSTED not, as a fresh clone.
-    # Trust goes by content, so the untrusted copy differs in one unused metadata entry.
+    # A trust database of its own: LESSON and BARS signed, as a notebook its user ran and
+    # saved is (its outputs render as stored, widgets included); UNTRUSTED not, as a fresh
+    # clone. Trust goes by content, so the untrusted copy differs in one unused metadata entry.
     data = tmp_path / "data"
     data.mkdir()
+    for name in BARS:
+        shutil.copy(ROOT / "solutions" / name, work / name)
+        NotebookNotary(data_dir=str(data)).sign(nbformat.read(work / name, as_version=4))
+    shutil.copy(ROOT / "solutions" / LESSON, work / LESSON)
     nb = nbformat.read(work / LESSON, as_version=4)
     NotebookNotary(data_dir=str(data)).sign(nb)
     nb.metadata["untrusted_copy"] = True
@@ -123,6 +138,9 @@ def lab(tmp_path):
 
 @pytest.fixture
 def browser(tmp_path):
+    _need("chromium", Path(CHROMIUM).exists())
+    _need("chromedriver", Path(DRIVER).exists())
+    _need("selenium", importlib.util.find_spec("selenium") is not None)
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -172,6 +190,7 @@ return {
   difference: verdict ? num(verdict.querySelector('.endorm-difference').textContent) : null,
   verdict: verdict ? verdict.textContent : '',
   head: box.querySelector('.endorm-explorer > div').textContent.replace(/\u00a0/g, ' '),
+  readout: box.querySelector('.widget-readout').textContent.trim(),
 };"""
 
 
@@ -215,6 +234,65 @@ def _type(driver, index: int, text: str):
     box.send_keys(text)          # one keystroke at a time: the kernel rescores once, debounced
 
 
+# What a token shows: the details shown under each response's strip, the table rows marked
+# (their outline; only rows in the shown order), and the focused token's h.
+TOKEN_JS = """
+const root = arguments[0];
+const shown = e => getComputedStyle(e).display !== 'none' && e.getClientRects().length > 0;
+return [...root.querySelectorAll('.endorm-response')].map(r => ({
+  details: [...r.querySelectorAll('.endorm-detail')].filter(shown).map(d => d.textContent),
+  hint: shown(r.querySelector('.endorm-hint')),
+  marked: [...r.querySelectorAll('tr[data-h]')].filter(
+      t => shown(t) && getComputedStyle(t).outlineStyle === 'solid').map(t => +t.dataset.h),
+  order: [...r.querySelectorAll('tr[data-h]')].filter(shown).map(t => +t.dataset.h),
+  rewards: [...r.querySelectorAll('.endorm-token')].map(t => +t.dataset.reward),
+  focused: r.contains(document.activeElement) ? +document.activeElement.dataset.h : null,
+}));"""
+
+
+def _work_tokens(driver, root):
+    """Hover, click, Tab and the sort box on response B's tokens inside ``root``: each shows
+    the token's numbers under the strip and marks its row; the sort box orders rows by r̂."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    tokens = root.find_elements("css selector", ".endorm-response")[1].find_elements(
+        "css selector", ".endorm-token")
+    assert len(tokens) >= 3
+    before = driver.execute_script(TOKEN_JS, root)[1]
+    assert before["hint"] and before["details"] == [] and before["marked"] == []
+    away = root.find_element("css selector", ".endorm-telescoping")
+    ActionChains(driver).move_to_element(tokens[2]).perform()                  # hover
+    hovered = driver.execute_script(TOKEN_JS, root)[1]
+    assert hovered["marked"] == [3] and len(hovered["details"]) == 1 and not hovered["hint"]
+    assert hovered["details"][0].startswith("h = 3, token")
+    for name in ("log π̂ =", "V(s3) =", "V(s4) =", "r̂ =", "Σ r̂ so far ="):
+        assert name in hovered["details"][0], hovered
+    ActionChains(driver).move_to_element(tokens[1]).click().move_to_element(away).perform()
+    clicked = driver.execute_script(TOKEN_JS, root)[1]                         # click: focus
+    assert clicked["focused"] == 2 and clicked["marked"] == [2], clicked
+    assert clicked["details"][0].startswith("h = 2, token")
+    ActionChains(driver).send_keys(Keys.TAB).perform()                         # keyboard
+    tabbed = driver.execute_script(TOKEN_JS, root)[1]
+    assert tabbed["focused"] == 3 and tabbed["marked"] == [3], tabbed
+    assert tabbed["order"] == list(range(1, len(tokens) + 1))                 # every row, by h
+    root.find_elements("css selector", ".endorm-sort")[1].click()
+    by_reward = driver.execute_script(TOKEN_JS, root)[1]
+    assert by_reward["order"] == sorted(range(1, len(tokens) + 1),
+                                        key=lambda h: -by_reward["rewards"][h - 1])
+    root.find_elements("css selector", ".endorm-sort")[1].click()
+
+
+def _press_on_dropdown(driver, key):
+    """Focus the prompt's dropdown (as Tab or a click would) and press ``key`` on it."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    select = _explorer(driver).find_element("css selector", ".widget-dropdown select")
+    driver.execute_script("arguments[0].focus();", select)
+    assert driver.execute_script("return document.activeElement === arguments[0];", select)
+    ActionChains(driver).send_keys(key).perform()
+
+
 def _screenshot(driver, name: str):
     folder = os.environ.get("ENDORM_MINI_SCREENSHOTS")
     if folder:
@@ -229,7 +307,8 @@ def _screenshot(driver, name: str):
 
 # ---------------------------------------------------------------- the test
 def test_lesson_04_explorer_in_jupyterlab(lab, browser):
-    from selenium.webdriver.support.ui import Select, WebDriverWait
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
 
     url, token = lab
     browser.get(f"{url}/lab/tree/{LESSON}?token={token}")
@@ -241,7 +320,7 @@ def test_lesson_04_explorer_in_jupyterlab(lab, browser):
                            "'notebook:clear-all-cell-outputs');")
     assert _explorer(browser) is None
     browser.execute_script("window.jupyterapp.commands.execute('notebook:run-all-cells');")
-    WebDriverWait(browser, WAIT_S, poll_frequency=0.2).until(
+    WebDriverWait(browser, RUN_ALL_S, poll_frequency=0.2).until(
         lambda d: d.execute_script(ALL_RAN_JS))
     assert browser.execute_script(ERRORS_JS) == []
 
@@ -250,12 +329,14 @@ def test_lesson_04_explorer_in_jupyterlab(lab, browser):
                       and s["tokens"] == ["Paris.</s>", "The capital of France is Paris.</s>"])
     assert start["boxes"] == ["Paris.", "The capital of France is Paris."]
     assert start["head"].endswith("α = 1") and "prefers A" in start["verdict"]
+    _work_tokens(browser, _explorer(browser))
     assert start["difference"] == pytest.approx(start["totals"][0] - start["totals"][1], abs=2e-3)
 
     # α: the same tokens, new totals; the concise answer's lead grows with α (lesson 04's claim)
     _set_alpha(browser, 0.5)
     half = _wait_for(browser, "α = 0.5", lambda s: s["head"].endswith("α = 0.5"))
     assert half["tokens"] == start["tokens"] and half["totals"] != start["totals"]
+    assert half["readout"] == "0.5"                     # α reads the same on the slider
     _screenshot(browser, "explorer-alpha-0.5.png")
     _set_alpha(browser, 2)
     two = _wait_for(browser, "α = 2", lambda s: s["head"].endswith("α = 2"))
@@ -270,19 +351,26 @@ def test_lesson_04_explorer_in_jupyterlab(lab, browser):
     assert lyon["totals"][0] == pytest.approx(two["totals"][0], abs=1e-3)
     assert lyon["totals"][1] < two["totals"][1] and "prefers A" in lyon["verdict"]
 
-    # another prompt loads its own responses into the boxes and scores them
-    Select(_explorer(browser).find_element("css selector", "select")).select_by_value(japan)
+    # another prompt, chosen with ArrowDown on the dropdown (JupyterLab stays on this cell),
+    # loads its own responses into the boxes and scores them
+    cell_js = NOTEBOOK_JS + "return nb.content.activeCellIndex;"
+    cell = browser.execute_script(NOTEBOOK_JS + "return nb.content.widgets.findIndex("
+                                  "c => !!c.node.querySelector('.widget-vbox .endorm-explorer'));")
+    _press_on_dropdown(browser, Keys.ARROW_DOWN)
     tokyo = _wait_for(browser, "the Japan pair", lambda s: s["prompt"] == japan
                       and s["tokens"] == ["Tokyo.</s>", "Kyoto.</s>"])
+    assert browser.execute_script(cell_js) == cell
+    assert browser.execute_script("return document.activeElement.tagName") == "SELECT"
     assert tokyo["boxes"] == ["Tokyo.", "Kyoto."] and "prefers A" in tokyo["verdict"]
     assert tokyo["head"].endswith("α = 2") and tokyo["totals"] != lyon["totals"]
 
-    # back to France: the edited response is still there
-    Select(_explorer(browser).find_element("css selector", "select")).select_by_value(france)
+    # back to France (ArrowUp): the edited response is still there
+    _press_on_dropdown(browser, Keys.ARROW_UP)
     back = _wait_for(browser, "France with the edit", lambda s: s["prompt"] == france
                      and s["tokens"] == ["Paris.</s>", "Lyon.</s>"])
     assert back["boxes"] == ["Paris.", "Lyon."]
     assert back["totals"] == pytest.approx(lyon["totals"], abs=1e-3)
+    assert browser.execute_script(cell_js) == cell
 
 
 # ---------------------------------------------------------------- the stored solution, not run
@@ -303,6 +391,7 @@ return {
   tokens: [...area.querySelectorAll('.endorm-response')].map(
       c => [...c.querySelectorAll('.endorm-token')].map(t => t.textContent).join('')),
   totals: [...area.querySelectorAll('.endorm-total')].map(t => num(t.textContent)),
+  snapshot: !!area.querySelector('.endorm-snapshot'),
   errors: shown.match(/Error displaying widget[^\\n]*/g) || [],
   loading: shown.includes('Loading widget'),
 };"""
@@ -339,12 +428,15 @@ def _stored_view(driver, path: str) -> dict:
 
 
 def test_stored_solution_shows_the_explorer_before_it_is_run(lab, browser):
-    """Opened, not run: a trusted notebook draws the stored widget from its saved state (no
-    state: "Error displaying widget: model not found"), an untrusted one the static copy."""
+    """Opened, not run, trusted or not: the explorer's static copy, headed as a snapshot to
+    run (a stored widget could not rescore), no widget error; trusted, its tokens answer."""
     url, token = lab
     browser.get(f"{url}/lab/tree/{LESSON}?token={token}")
     trusted = _stored_view(browser, LESSON)
     _screenshot(browser, "explorer-stored.png")
+    _work_tokens(browser, browser.find_element(
+        "xpath", "//div[contains(@class,'endorm-snapshot')]/following-sibling::div"
+                 "[contains(@class,'endorm-explorer')][1]"))
     browser.execute_script("return window.jupyterapp.commands.execute('docmanager:open', "
                            "{path: arguments[0]}).then(() => true);", UNTRUSTED)
     untrusted = _stored_view(browser, UNTRUSTED)
@@ -353,4 +445,70 @@ def test_stored_solution_shows_the_explorer_before_it_is_run(lab, browser):
         assert view["errors"] == [], view
         assert view["tokens"] == ["Paris.</s>", "The capital of France is Paris.</s>"], view
         assert view["totals"] == pytest.approx(_stored_totals(), abs=1e-3)
-    assert trusted["widget"] and not untrusted["widget"]
+        assert view["snapshot"] and not view["widget"], view
+
+
+# Every output of the current notebook, as shown: widget errors, widgets still loading,
+# bars frozen at 0/N (a widget bar's text form), finished bars.
+OUTPUTS_JS = NOTEBOOK_JS + """
+if (!nb || !nb.content || nb.context.path !== arguments[0]) return null;
+const shown = [...nb.content.node.querySelectorAll('.jp-OutputArea')].map(a => a.innerText)
+    .join('\\n');
+return {
+  idle: nb.sessionContext?.session?.kernel?.status === 'idle',
+  trusted: nb.content.widgets.every(c => c.model.type !== 'code' || c.model.trusted),
+  errors: shown.match(/Error displaying widget[^\\n]*/g) || [],
+  loading: shown.includes('Loading widget'),
+  frozen: shown.match(/\\|\\s*0\\/\\d+[^\\n]*/g) || [],
+  finished: shown.match(/Loading weights: 100%[^\\n]*/g) || [],
+};"""
+
+
+def test_stored_loading_bars_show_finished_when_trusted(lab, browser):
+    """Lessons 01, 06 and 09 stored transformers' "Loading weights" bar as a widget without
+    its state: trusted, "Error displaying widget: model not found"; untrusted, a frozen
+    "0/20". Opened trusted, with their kernels started: a finished text line, no widget."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, token = lab
+    browser.get(f"{url}/lab/tree/{BARS[0]}?token={token}")
+    for name in BARS:
+        if name != BARS[0]:
+            browser.execute_script("return window.jupyterapp.commands.execute("
+                                   "'docmanager:open', {path: arguments[0]}).then(() => true);",
+                                   name)
+
+        def settled(d):         # JupyterLab restores stored widgets once the kernel is idle
+            view = d.execute_script(OUTPUTS_JS, name)
+            return view if view and view["idle"] and not view["loading"] else False
+
+        try:
+            view = WebDriverWait(browser, WAIT_S, poll_frequency=0.2).until(settled)
+        except TimeoutException:
+            pytest.fail(f"{name} never settled: {browser.execute_script(OUTPUTS_JS, name)}")
+        assert view["trusted"] and view["errors"] == [] and view["frozen"] == [], (name, view)
+        assert view["finished"], (name, view)
+
+
+def test_html_export_shows_the_static_explorer_offline(tmp_path, browser):
+    """`jupyter nbconvert --to html` (what nbviewer and course sites render) of the stored
+    lesson 04, opened with no network: the explorer's static copy, headed as a snapshot,
+    its tokens answering hover, click and Tab, its tables sorting by r̂."""
+    out = tmp_path / "html"
+    subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "html",
+                    "--output-dir", str(out), str(ROOT / "solutions" / LESSON)],
+                   check=True, capture_output=True, timeout=120)
+    browser.get((out / LESSON.replace(".ipynb", ".html")).as_uri())
+    root = browser.find_element(
+        "xpath", "//div[contains(@class,'endorm-snapshot')]/following-sibling::div"
+                 "[contains(@class,'endorm-explorer')][1]")
+    assert root.is_displayed()
+    texts = browser.execute_script(
+        "return [...arguments[0].querySelectorAll('.endorm-response')].map(c => [...c."
+        "querySelectorAll('.endorm-token')].map(t => t.textContent).join(''));", root)
+    assert texts == ["Paris.</s>", "The capital of France is Paris.</s>"]
+    totals = [float(t.text.replace("\u2212", "-"))
+              for t in root.find_elements("css selector", ".endorm-total")]
+    assert totals == pytest.approx(_stored_totals(), abs=1e-3)
+    _work_tokens(browser, root)

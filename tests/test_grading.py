@@ -392,6 +392,23 @@ def test_start_copies_lessons_and_never_overwrites(fake, tmp_path, capsys):
     assert "no lesson '7'" in capsys.readouterr().err
 
 
+def test_a_learners_copy_links_to_the_hosted_notes(tmp_path):
+    """``../docs/paper.md`` does not open from a copy (none outside the checkout; above the
+    folder Jupyter serves inside it): the copy links to the hosted notes, anchors kept."""
+    from endorm_mini.course import paper, workspace
+
+    les = tmp_path / "lessons"
+    les.mkdir()
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(
+        "See [docs/paper.md §5](../docs/paper.md) and [eq. 12](../docs/paper.md#eq-12).")])
+    nbformat.write(nb, les / "04_x.ipynb")
+    [(away, _)] = workspace.start(["4"], tmp_path / "elsewhere" / "my-lessons", les)
+    text = nbformat.read(away, as_version=4).cells[0].source
+    assert "../docs/paper.md" not in text
+    assert f"]({paper.notes_url()})" in text and f"]({paper.notes_url()}#eq-12)" in text
+    assert "../docs/paper.md" in (les / "04_x.ipynb").read_text()       # the lesson itself kept
+
+
 def test_build_lessons_writes_the_repository_address_everywhere(fake, tmp_path, monkeypatch):
     """The host sets [project.urls] Repository once; build-lessons rewrites every notebook's
     install line (masters too, outputs kept) and the README's Colab links from it."""

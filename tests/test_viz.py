@@ -10,7 +10,8 @@ import pytest
 matplotlib.use("Agg")
 
 from conftest import make_gpt2
-from endorm_mini.explorer import (MINUS, ColourScale, ExplorerConfig, comparison_html, factor,
+from endorm_mini.explorer import (KEEP_KEYS, MINUS, SNAPSHOT_NOTE, TABLE_ROWS, ColourScale,
+                                  ExplorerConfig, alpha_text, comparison_html, csv_text, factor,
                                   signed, term, _luminance)
 from endorm_mini.reward import EndogenousReward
 from endorm_mini.viz import plot_token_rewards, reward_explorer, tokens_html
@@ -25,8 +26,8 @@ def scored(tiny_tokenizer):
 
 
 def _visible(page: str) -> str:
-    """The text a reader sees: tags (with their attributes) removed."""
-    return re.sub(r"<[^>]*>", "", page)
+    """The text a reader sees: style sheets and tags (with their attributes) removed."""
+    return re.sub(r"<[^>]*>", "", re.sub(r"<style>.*?</style>", "", page, flags=re.S))
 
 
 def _token_colours(page: str) -> list[str]:
@@ -187,7 +188,8 @@ def test_explorer_displays_as_widget_with_a_static_copy(tiny_tokenizer):
     bundle = ex._repr_mimebundle_()
     view = bundle["application/vnd.jupyter.widget-view+json"]
     assert view["model_id"] == ex.widget.model_id
-    assert bundle["text/html"].startswith(ex.view.value)
+    assert bundle["text/html"].startswith(SNAPSHOT_NOTE) and ex.static in bundle["text/html"]
+    assert ex.view.value == ex.static + KEEP_KEYS     # the live view marks the dropdown
     assert "endorm-verdict" in bundle["text/html"] and "1+2" in bundle["text/plain"]
 
 
@@ -207,5 +209,71 @@ def test_the_html_parses_with_only_the_attributes_it_means(tiny_tokenizer):
             styles.extend(value for name, value in attrs if name == "style")
 
     Attributes().feed(page)
-    assert seen <= {"class", "style", "title", "data-reward"}, seen
+    assert seen <= {"class", "style", "data-reward", "data-h", "tabindex", "role", "aria-label",
+                    "data-lm-suppress-shortcuts", "type", "download", "href"}, seen
     assert any("font-size:13px" in s for s in styles)
+
+
+def test_each_token_has_its_details_its_row_a_sorted_row_and_a_csv_line(scored):
+    """Hover, focus and click reach a token's numbers (CSS on data-h, no script); the
+    table sorts by r̂ and exports the same numbers as CSV (issue 20)."""
+    import csv
+    import io
+    from urllib.parse import unquote
+
+    page = tokens_html(scored, label="A")
+    T = len(scored.tokens)
+    values = scored.values.tolist() + [0.0]                    # ended: V(s_{T+1}) = 0
+    for h in range(1, T + 1):
+        detail = re.search(rf"<div class='endorm-detail' data-h='{h}'>(.*?)</div>", page).group(1)
+        text = _visible(detail)
+        for v in (scored.logprobs[h - 1], values[h - 1], values[h], scored.rewards[h - 1],
+                  scored.rewards[:h].sum()):
+            assert signed(float(v)) in text, (h, text)
+        assert f"[data-h='{h}']:hover) [data-h='{h}'].endorm-detail" in page   # hover
+        assert f"[data-h='{h}']:is(:hover,:focus)) tr[data-h='{h}']" in page    # click marks the row
+        assert page.count(f"<tr data-h='{h}'>") == 2                           # by h, by r̂
+    assert page.count("tabindex='0'") == T                     # every token takes focus
+    by_reward = re.search(r"<tbody class='endorm-by-reward'>(.*?)</tbody>", page).group(1)
+    order = [int(h) for h in re.findall(r"<tr data-h='(\d+)'>", by_reward)]
+    assert order == sorted(range(1, T + 1), key=lambda h: -scored.rewards[h - 1])
+    href = re.search(r"download='rewards-A.csv' href='data:text/csv;charset=utf-8,([^']*)'",
+                     page).group(1)
+    assert unquote(href) == csv_text(scored)
+    rows = list(csv.reader(io.StringIO(csv_text(scored))))
+    assert rows[0][:2] == ["h", "token"] and [r[1] for r in rows[1:]] == scored.tokens
+    assert float(rows[-1][-1]) == pytest.approx(scored.total, abs=1e-5)
+    assert "max-height" not in page.split("endorm-table")[0].rsplit("<div", 1)[-1]
+
+
+def test_long_tables_scroll_short_ones_show_every_row(scored):
+    import torch
+    from dataclasses import replace
+
+    n = TABLE_ROWS + 1
+    long = replace(scored, tokens=["x"] * n, logprobs=torch.zeros(n), values=torch.zeros(n),
+                   rewards=torch.zeros(n), token_ids=[1] * n)
+    assert "overflow-y:auto" in tokens_html(long) and "overflow-y:auto" not in tokens_html(scored)
+
+
+def test_the_strip_breaks_between_words_only(scored):
+    """Tokens of one word sit in one unbreakable group; a token starting with a space
+    starts a new group."""
+    from dataclasses import replace
+
+    words = replace(scored, tokens=["Par", "is", " is", " the", " cap", "ital", "</s>"])
+    strip = re.search(r"<div class='endorm-tokens'.*?</div>", tokens_html(words)).group(0)
+    groups = re.findall(r"<span style='display:inline-flex;gap:2px;white-space:nowrap'>(.*?)"
+                        r"</span>(?=<span style='display:inline-flex|</div>)", strip)
+    assert [_visible(g) for g in groups] == ["Paris", " is", " the", " capital&lt;/s&gt;"]
+
+
+def test_alpha_reads_the_same_in_the_header_the_sums_and_the_slider(tiny_tokenizer):
+    model = make_gpt2(tiny_tokenizer)
+    ex = reward_explorer(model, tiny_tokenizer, EXAMPLES)
+    for value in (0.25, 0.5, 2.0, 4.0):
+        ex.alpha.value = value
+        assert ex.alpha.readout_format == ""    # d3's default, ~g to 12 digits (browser-tested)
+        text = _visible(ex.view.value)
+        assert f"α = {alpha_text(value)}" in text and f"= {alpha_text(value)}·(" in text
+    assert alpha_text(2 ** 0.5) == "1.41421356237"              # d3's default shows the same

@@ -1,9 +1,13 @@
 """A master's stored widgets keep their state (``endorm_mini.course.widget_state``): the models the
-outputs display and those they refer to, nothing else; lessons carry none. The browser
-check that JupyterLab then shows them is ``test_browser.py``."""
+outputs display and those they refer to, nothing else; lessons carry none; progress bars
+are stored as text lines, not widgets. The browser check that JupyterLab then shows them
+is ``test_browser.py``."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import nbformat
+import pytest
 
 from endorm_mini.course import build, cells, widget_state
 from endorm_mini.course.widget_state import STATE_MIMETYPE, VIEW_MIMETYPE
@@ -101,6 +105,9 @@ def test_classes_sharing_a_model_keep_only_the_defaults_they_agree_on():
 
 WIDGETS = """import ipywidgets as widgets
 from IPython.display import display
+from tqdm.auto import tqdm
+for _ in tqdm(range(7), desc="Loading weights"):
+    pass
 widgets.Button(description="closed").close()
 hidden = widgets.IntSlider(value=3)
 box = widgets.VBox([widgets.Text(value="Paris."), widgets.HTML(value="<b>7.639</b>")])
@@ -123,3 +130,61 @@ def test_execute_stores_the_displayed_widgets_state_and_lessons_drop_it(tmp_path
     [text] = [m["state"] for m in state.values() if m["model_name"] == "TextModel"]
     assert text["value"] == "Paris." and "disabled" not in text   # False: a default
     assert "widgets" not in cells.clean(nb).metadata
+    # the tqdm bar: a text line where it ended, no widget, none of its models kept
+    [bar] = [o for o in nb.cells[0].outputs if "Loading" in o.get("data", {}).get("text/plain", "")]
+    assert bar.data == {"text/plain": "Loading weights: 100%|██████████| 7/7"}
+    assert widget_state.missing_state(nb) == []
+
+
+ROOT = Path(__file__).resolve().parents[1]
+STORED = sorted((ROOT / "solutions").glob("[0-9][0-9]_*.ipynb")) + sorted(
+    (ROOT / "lessons").glob("[0-9][0-9]_*.ipynb"))
+
+
+@pytest.mark.parametrize("path", STORED, ids=[f"{p.parent.name}/{p.name}" for p in STORED])
+def test_every_stored_widget_has_its_state(path):
+    """No stored output shows a widget a viewer cannot draw ("Error displaying widget:
+    model not found" when trusted), and no tqdm bar is stored as a widget without state."""
+    nb = nbformat.read(path, as_version=4)
+    assert widget_state.missing_state(nb) == [], (
+        f"{path.name}: widgets stored without their state (cell, model id); re-run it with "
+        f"build-lessons --execute, or store its progress bars as text: "
+        f"python -m endorm_mini.course.widget_state {path}")
+
+
+BAR = "Loading weights:   0%|          | 0/20 [00:00<?, ?it/s]"
+
+
+def _bar_notebook(with_state: bool, value: float = 20.0) -> nbformat.NotebookNode:
+    output = _shows("bar")
+    output.data["text/plain"] = BAR
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("load()", outputs=[output])])
+    if with_state:
+        nb.metadata.widgets = {STATE_MIMETYPE: {"state": {
+            "bar": _model("HBoxModel", children=["IPY_MODEL_label", "IPY_MODEL_progress"]),
+            "label": _model("HTMLModel", value="Loading weights: 100%"),
+            "progress": _model("FloatProgressModel", value=value, max=20.0)}}}
+    return nb
+
+
+def test_the_scan_finds_a_widget_stored_without_state():
+    """The test above can fail: the bar lessons 01, 06 and 09 stored is found."""
+    nb = _bar_notebook(with_state=False)
+    assert widget_state.missing_state(nb) == [(0, "bar")]
+    assert widget_state.missing_state(_bar_notebook(with_state=True)) == []
+
+
+@pytest.mark.parametrize("with_state, value, line", [
+    (False, 20.0, "Loading weights: 100%|██████████| 20/20"),   # no state: it ran to its end
+    (True, 20.0, "Loading weights: 100%|██████████| 20/20"),
+    (True, 5.0, "Loading weights:  25%|██        | 5/20"),      # stopped early: where it ended
+])
+def test_settle_bars_stores_where_the_bar_ended_as_text(with_state, value, line):
+    nb = _bar_notebook(with_state, value)
+    assert widget_state.settle_bars(nb) == 1
+    assert nb.cells[0].outputs[0].data == {"text/plain": line}
+    assert widget_state.missing_state(nb) == [] and widget_state.displayed_state(nb) is None
+    # a widget that is not a bar is left alone
+    other = _bar_notebook(with_state=False)
+    other.cells[0].outputs[0].data["text/plain"] = "VBox(children=(Text(value='Paris.'),))"
+    assert widget_state.settle_bars(other) == 0 and widget_state.missing_state(other)

@@ -15,7 +15,7 @@ learner's own folder (``my-lessons/``) and never overwrites a file there, and
 was built with (someone worked in it) unless ``--force``, which saves a backup first.
 
 Authoring helper: ``--execute`` re-runs masters in place to refresh their stored outputs
-and the state of the widgets they display (:mod:`.widget_state`).
+and the state of the widgets they display, progress bars stored as text (:mod:`.widget_state`).
 """
 from __future__ import annotations
 
@@ -153,6 +153,7 @@ def execute(path: Path, timeout: float = 600) -> float:
     start = time.perf_counter()
     nbrun.run(nb, Path(path).parent, timeout, store_widget_state=True)
     seconds = time.perf_counter() - start
+    widget_state.settle(nb)    # bars as text lines, widgets with a static copy as the copy
     widgets = widget_state.displayed_state(nb)
     nb.metadata = {k: nb.metadata[k] for k in KEPT_METADATA if k in nb.metadata}
     if widgets:

@@ -1,13 +1,27 @@
 """``endorm-mini start``: the learner's own folder of lessons, never overwritten.
 
 ``lessons/`` is published, not worked in: :func:`start` copies lessons into a learner's
-folder (``my-lessons/``) and never overwrites a file there.
+folder (``my-lessons/``) and never overwrites a file there. A lesson links to the notes on
+the paper as ``../docs/paper.md``, which a copy cannot reach: outside the checkout there is
+none, and inside it Jupyter serves ``my-lessons/`` only (``jupyter lab my-lessons/``, as the
+README says), so a link above that folder does not open. A copy links to the hosted notes.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 WORKSPACE = "my-lessons"           # the learner's folder (`endorm-mini start`)
+NOTES_LINK = "](../docs/paper.md"  # how a lesson's markdown links to the notes
+
+
+def with_reachable_notes(text: str) -> str:
+    """``text`` (a lesson's file) with its links to ``../docs/paper.md`` pointing at the
+    hosted notes (anchors kept)."""
+    if NOTES_LINK not in text:
+        return text
+    from .paper import notes_url
+
+    return text.replace(NOTES_LINK, f"]({notes_url()}")
 
 
 def find_lessons() -> Path:
@@ -42,6 +56,7 @@ def start(which: list[str], workspace: Path, lessons: Path | None = None) -> lis
         target = workspace / source.name
         copied = not target.exists()
         if copied:
-            target.write_bytes(source.read_bytes())
+            text = source.read_text(encoding="utf-8")
+            target.write_text(with_reachable_notes(text), encoding="utf-8")
         done.append((target, copied))
     return done
