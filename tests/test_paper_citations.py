@@ -79,10 +79,13 @@ def notebooks() -> list[Path]:
     return sorted(p for d in NOTEBOOK_DIRS for p in (ROOT / d).glob("*.ipynb"))
 
 
+README_PAGES = ("README.md", "docs/real-model.md", "docs/scale.md", "docs/benchmarks.md")
+
+
 def cited_texts() -> dict[str, str]:
-    """README.md, every module of the package and of benchmarks/, and the cell sources of
-    every lesson and solution notebook."""
-    texts = {"README.md": (ROOT / "README.md").read_text(encoding="utf-8")}
+    """README.md and the pages moved out of it, every module of the package and of benchmarks/,
+    and the cell sources of every lesson and solution notebook."""
+    texts = {name: (ROOT / name).read_text(encoding="utf-8") for name in README_PAGES}
     for folder in ("endorm_mini", "benchmarks"):
         for path in sorted((ROOT / folder).rglob("*.py")):
             texts[str(path.relative_to(ROOT))] = path.read_text(encoding="utf-8")

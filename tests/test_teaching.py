@@ -135,7 +135,8 @@ def scanned_texts() -> dict[str, str]:
     for path in sorted((ROOT / "endorm_mini").rglob("*.py")):
         if path.name != "paper.py":                     # the map's own patterns
             texts[str(path.relative_to(ROOT))] = path.read_text(encoding="utf-8")
-    for name in ("README.md", "docs/paper.md", "docs/glossary.md", "docs/instructors.md"):
+    for name in ("README.md", "docs/paper.md", "docs/glossary.md", "docs/instructors.md",
+                 "docs/real-model.md", "docs/scale.md", "docs/benchmarks.md"):
         texts[name] = (ROOT / name).read_text(encoding="utf-8")
     return texts
 
@@ -174,3 +175,40 @@ def test_a_planted_miscitation_is_caught(text):
 ])
 def test_right_citations_pass(text):
     assert not paper.miscitations(text), paper.miscitations(text)
+
+
+SHARED = "../" + "shared"                   # a folder above the checkout: never linked
+
+
+def readme_problems(text: str, root: Path = ROOT) -> list[str]:
+    """The README speaks to learners first: at most about 300 lines, its course map before any
+    maintainer material, and every docs/ page it links to exists (the moved sections)."""
+    problems = []
+    lines = text.splitlines()
+    if len(lines) > 300:
+        problems.append(f"{len(lines)} lines, more than 300: move maintainer material to docs/")
+    headings = [line for line in lines if line.startswith("## ")]
+    if not headings or headings[0] != "## Course map":
+        problems.append(f"the first section is {headings[:1]}, not '## Course map'")
+    for target in re.findall(r"\]\((docs/[^)#\s]+)", text):
+        if not (root / target).exists():
+            problems.append(f"links to {target}, which does not exist")
+    if SHARED in text:
+        problems.append(f"points at {SHARED}, outside the repository")
+    return problems
+
+
+def test_the_readme_speaks_to_learners_first():
+    assert not readme_problems((ROOT / "README.md").read_text(encoding="utf-8"))
+    for page in ("real-model.md", "scale.md", "benchmarks.md"):
+        assert f"](docs/{page})" in (ROOT / "README.md").read_text(encoding="utf-8"), page
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("# x\n\n## Course map\n" + "line\n" * 400, "more than 300"),
+    ("# x\n\n## The library\n\n## Course map\n", "not '## Course map'"),
+    ("# x\n\n## Course map\nsee [scale](docs/no-such-page.md)\n", "does not exist"),
+    (f"# x\n\n## Course map\nsee {SHARED}/notes\n", "outside the repository"),
+])
+def test_a_readme_for_maintainers_first_fails(text, problem):
+    assert any(problem in p for p in readme_problems(text)), readme_problems(text)

@@ -4,8 +4,8 @@ The paper's self-improvement experiment: the policy and the frozen reward both s
 Qwen2.5-Math-7B, RL on MATH-lighteval, responses of at most 1024 tokens, KL coefficient 0.01
 (eq. 5); the reward is the reference's endogenous reward (eq. 12). The paper ran PPO; the
 recipe runs TRL's GRPO (``endorm-mini grpo``), whose group baseline makes ``V(s_1)`` cancel
-(``scale.reward.group_advantages``). The README's section "From the course to the paper's 7B
-run" and lesson 12 print what this module computes, so their numbers cannot drift from it.
+(``scale.reward.group_advantages``). docs/scale.md's section "From the course to the paper's
+7B run" and lesson 12 print what this module computes, so their numbers cannot drift from it.
 
 Not verified offline (no hub access here): Qwen2.5-Math-7B's shapes below are those of its
 ``config.json`` as published; the data sets' column names (MATH-lighteval: ``problem``,
@@ -165,7 +165,7 @@ def reward_memory(shape: Qwen2Shape = QWEN25_MATH_7B, gpus: int = GPUS) -> dict:
 
 
 def options_table(shape: Qwen2Shape = QWEN25_MATH_7B) -> str:
-    """The README's table of the other layouts: LoRA on one GPU, vLLM in server mode."""
+    """docs/scale.md's table of the other layouts: LoRA on one GPU, vLLM in server mode."""
     n = shape.parameters()
     adapter = shape.lora_parameters(LORA_RANK)
     rows = ["| layout | own reference | with --reuse-kl-reference |", "|---|---|---|",
