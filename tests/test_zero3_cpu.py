@@ -81,7 +81,7 @@ def launch(config: Path, argv: list[str], timeout: int = 240):
 def failure(done) -> str:
     """What a failed launch said: its error lines, then the tail."""
     lines = [l for l in done.stderr.splitlines()
-             if any(k in l for k in ("Error", "error:", "Abort", "SIG", "what()"))]
+             if any(k in l for k in ("Error", "error:", "Abort", "SIG", "what()", "terminate"))]
     return "\n".join(lines[-20:]) + "\n...\n" + done.stderr[-2000:]
 
 

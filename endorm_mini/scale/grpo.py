@@ -212,10 +212,7 @@ def train(run: GRPORun, resume: bool = False) -> dict:
     # process that exits with its gloo/NCCL group alive aborts in C++ ("terminate called
     # without an active exception") and torchrun reports the whole run failed.
     trainer.accelerator.wait_for_everyone()
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    trainer.accelerator.end_training()   # finishes --report-to's trackers, leaves the group
     return summary
 
 
