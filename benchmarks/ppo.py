@@ -307,15 +307,22 @@ def main(argv=None) -> int:
         return 0
     n, warm, rounds = (3, 1, 1) if args.quick else (args.updates, args.warmup, args.rounds)
     os.environ["BENCH_THREADS"] = str(args.threads)  # read by the workers
-    deps = install(os.path.join(args.deps, "trl-deps"), TRL_DEPS)
-    old = install(os.path.join(args.deps, "trl-1.12.0"), [TRL_PPO])
-    new = install(os.path.join(args.deps, "trl-newest"), ["trl"])
+    wanted = lambda *names: args.only is None or any(n in args.only for n in names)  # noqa: E731
+    folders = {"deps": (TRL_DEPS, ("trl-ppo", "trl-ppo-nogc", "trl-grpo", "trl-rloo")),
+               "trl-1.12.0": ([TRL_PPO], ("trl-ppo", "trl-ppo-nogc")),
+               "trl-newest": (["trl"], ("trl-grpo", "trl-rloo"))}
+    installed = {}   # TRL is installed only for the runs that need it (`--only generate ours`: none)
+    for name, (specs, users) in folders.items():
+        folder = os.path.join(args.deps, "trl-deps" if name == "deps" else name)
+        installed[name] = install(folder, specs) if wanted(*users) else ""
+    deps, old, new = installed["deps"], installed["trl-1.12.0"], installed["trl-newest"]
     plan = [("generate", []), ("ours", []), ("trl-ppo", [old, deps]), ("trl-ppo-nogc", [old, deps]),
             ("ours-grpo-shape", []), ("trl-grpo", [new, deps]), ("trl-rloo", [new, deps])]
-    plan = [p for p in plan if args.only is None or p[0] in args.only]
+    plan = [p for p in plan if wanted(p[0])]
     print(f"CPU, {args.threads} thread(s) per run, 2-layer GPT-2 n_embd 64 fp32; {BATCH} sequences × {RESPONSE} "
           f"tokens per update, 1 epoch, 1 minibatch; median of {n} updates after {warm} warm-up, best of "
-          f"{rounds} interleaved round(s); TRL PPO {trl_version(old)}, newest TRL {trl_version(new)}")
+          f"{rounds} interleaved round(s); TRL PPO {trl_version(old) if old else '—'}, newest TRL "
+          f"{trl_version(new) if new else '—'}")
     results: dict = {}
     for _ in range(rounds):  # interleaved, so a busy spell of a shared CPU hits every run alike
         for name, paths in plan:
