@@ -25,6 +25,7 @@ sandbox.
 from __future__ import annotations
 
 import ast
+import contextlib
 import importlib
 import inspect
 import io
@@ -34,6 +35,9 @@ import pickle
 import secrets
 import select
 import shutil
+import signal
+import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -121,29 +125,83 @@ class _Pickler(pickle.Pickler):
         return None
 
 
+class Template:
+    """The sandboxes' template (``python -m endorm_mini.course.sandbox MODULES``): a process
+    that imports torch and the lesson's modules once, runs no learner code, and forks a
+    fresh child per exercise, so that each exercise does not pay Python's and torch's start."""
+
+    def __init__(self, modules: list[str]):
+        self.control, theirs = socket.socketpair()
+        self.errors = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")
+        self.modules = list(modules)
+        self.proc = subprocess.Popen([sys.executable, "-m", "endorm_mini.course.sandbox", *self.modules],
+                                     stdin=theirs, stdout=subprocess.DEVNULL, cwd=tempfile.gettempdir(),
+                                     stderr=None if os.environ.get("ENDORM_SANDBOX_DEBUG") else self.errors,
+                                     env={**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""})
+        theirs.close()
+
+    def fork(self, errors: int, deadline: float) -> tuple[socket.socket, int]:
+        """A fresh child: the judge's end of its pipe and its pid."""
+        mine, theirs = socket.socketpair()
+        try:
+            socket.send_fds(self.control, [b"f"], [theirs.fileno(), errors])
+        except OSError:
+            raise Refused("the sandbox's template stopped") from None
+        finally:
+            theirs.close()
+        reply = b""
+        while len(reply) < 8:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.control], [], [], left)[0]:
+                raise TooSlow()
+            chunk = self.control.recv(8 - len(reply))
+            if not chunk:
+                self.errors.seek(0)
+                last = ([x.strip() for x in self.errors.read()[-5000:].splitlines() if x.strip()] or [""])[-1]
+                raise Refused(f"the sandbox's template stopped{': ' + last if last else ''}")
+            reply += chunk
+        return mine, struct.unpack("<Q", reply)[0]
+
+    def close(self):
+        self.control.close()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.errors.close()
+
+
+_TEMPLATE: list[Template] = []
+
+
+def template(modules: list[str] = ()) -> Template:
+    """This process's template, started on first use (again if it stopped)."""
+    if _TEMPLATE and _TEMPLATE[0].proc.poll() is None:
+        return _TEMPLATE[0]
+    if _TEMPLATE:
+        _TEMPLATE.pop().close()
+    _TEMPLATE.append(Template(modules))
+    return _TEMPLATE[0]
+
+
 class Sandbox:
-    """The child process that runs the learner's function, and the judge's end of its pipes."""
+    """A child forked from the template that runs the learner's function, and the judge's
+    end of its pipe."""
 
     def __init__(self, setup: dict, deadline: float):
         self.nonce, self.deadline = setup["nonce"], deadline
         self.errors = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")   # its stderr
-        self.proc = subprocess.Popen([sys.executable, "-m", "endorm_mini.course.sandbox"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, cwd=setup["cwd"],
-                                     # ENDORM_SANDBOX_DEBUG=1: its tracebacks on this process's stderr
-                                     stderr=None if os.environ.get("ENDORM_SANDBOX_DEBUG") else self.errors,
-                                     env={**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""})
-        self.fd_in, self.fd_out = self.proc.stdout.fileno(), self.proc.stdin.fileno()
+        # ENDORM_SANDBOX_DEBUG=1: its tracebacks on this process's stderr
+        self.socket, self.pid = template().fork(2 if os.environ.get("ENDORM_SANDBOX_DEBUG") else self.errors.fileno(),
+                                                deadline)
+        self.fd_in = self.fd_out = self.socket.fileno()
         plain.send(self.fd_out, pickle.dumps(setup))
 
     def close(self):
-        for stream in (self.proc.stdin, self.proc.stdout):
-            try:
-                stream.close()
-            except OSError:
-                pass
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
+        with contextlib.suppress(OSError):
+            os.kill(self.pid, signal.SIGKILL)    # the template reaps it before its next fork
+        self.socket.close()
         self.errors.close()
 
     def receive(self) -> list:
@@ -153,10 +211,10 @@ class Sandbox:
         try:
             message = plain.loads(plain.receive(self.fd_in))
         except EOFError:
-            self.proc.wait()
+            time.sleep(0.1)                  # its last words, flushed as it exits
             self.errors.seek(0)
             last = ([line.strip() for line in self.errors.read()[-5000:].splitlines() if line.strip()] or [""])[-1]
-            raise Refused(f"the sandbox stopped (exit code {self.proc.returncode}){': ' + last if last else ''}")
+            raise Refused(f"the sandbox stopped{': ' + last if last else ''}")
         if not (isinstance(message, list) and len(message) >= 2 and message[1] == self.nonce
                 and isinstance(message[0], str)):
             raise plain.BadData("a message without the session's token")
@@ -318,6 +376,9 @@ def main(argv: list[str]) -> int:
     spec = json.loads(open(argv[0], encoding="utf-8").read())
     seed = spec.get("seed") or secrets.randbits(31)
     results = {}
+    # Started first: its imports overlap the references' runs below.
+    lessons = {e.split(".")[0] for e in spec["exercises"] if e.split(".")[0].isdigit()}
+    template(spec.get("modules", []) + sorted(checks.lesson_module(int(n)) for n in lessons))
     for module in spec.get("modules", []):   # checks registered outside endorm_mini.course.checks (tests)
         try:
             importlib.import_module(module)
