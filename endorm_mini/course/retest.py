@@ -110,18 +110,33 @@ class Refused(Exception):
     """The sandbox refused what the learner's code tried (one line)."""
 
 
+def _shareable(obj) -> bool:
+    """A model or a tokenizer: sent to the sandbox once, with the first case that uses it."""
+    if isinstance(obj, torch.nn.Module):
+        return True
+    tokenizers = sys.modules.get("transformers.tokenization_utils_base")
+    return tokenizers is not None and isinstance(obj, tokenizers.PreTrainedTokenizerBase)
+
+
 class _Pickler(pickle.Pickler):
     """A case's inputs for the sandbox: local functions (closures, lambdas) stay with the
-    judge and are called through the pipe; the rest is pickled as usual."""
+    judge and are called through the pipe; models and tokenizers sent with an earlier case
+    (``shared``: id -> (number, object)) are named, not sent again; the rest is pickled as
+    usual."""
 
-    def __init__(self, buffer, remotes: list):
+    def __init__(self, buffer, remotes: list, shared: dict | None = None, scan: bool = False):
         super().__init__(buffer, protocol=pickle.HIGHEST_PROTOCOL)
-        self.remotes = remotes
+        self.remotes, self.shared, self.new, self.scan = remotes, shared if shared is not None else {}, {}, scan
 
     def persistent_id(self, obj):
         if isinstance(obj, types.FunctionType) and ("<locals>" in obj.__qualname__ or "<lambda>" in obj.__qualname__):
             self.remotes.append(obj)
             return len(self.remotes) - 1
+        if id(obj) in self.shared and self.shared[id(obj)][1] is obj:
+            return ("shared", self.shared[id(obj)][0])
+        if self.scan and _shareable(obj):     # scan: only which ones are new, without pickling them
+            self.new.setdefault(id(obj), obj)
+            return ("new", 0)
         return None
 
 
@@ -191,6 +206,7 @@ class Sandbox:
 
     def __init__(self, setup: dict, deadline: float):
         self.nonce, self.deadline = setup["nonce"], deadline
+        self.shared: dict = {}    # id -> (number, object): the models and tokenizers sent
         self.errors = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")   # its stderr
         # ENDORM_SANDBOX_DEBUG=1: its tracebacks on this process's stderr
         self.socket, self.pid = template().fork(2 if os.environ.get("ENDORM_SANDBOX_DEBUG") else self.errors.fileno(),
@@ -229,9 +245,14 @@ class Sandbox:
 
     def run(self, case: checks.Case, seed: int):
         """The learner's function on one case: ``(output, inputs after, seen)``, or raises."""
-        buffer, remotes = io.BytesIO(), []
-        _Pickler(buffer, remotes).dump((case.args, case.kwargs, seed))
+        remotes = []
+        scan = _Pickler(io.BytesIO(), [], self.shared, scan=True)     # the models and tokenizers not sent yet
+        scan.dump((case.args, case.kwargs))
+        new = {len(self.shared) + i: obj for i, obj in enumerate(scan.new.values())}
+        buffer = io.BytesIO()
+        _Pickler(buffer, remotes, self.shared).dump((new, case.args, case.kwargs, seed))
         plain.send(self.fd_out, buffer.getvalue())
+        self.shared.update({id(obj): (k, obj) for k, obj in new.items()})
         while True:
             message = self.receive()
             kind = message[0]
@@ -272,14 +293,11 @@ class _Modules(pickle.Unpickler):
 def _input_modules(runs) -> list[str]:
     """The modules of the classes the cases' inputs are made of: the sandbox imports them
     before its audit hook (their imports read files and build code)."""
-    found: set[str] = set()
-    for case, _ in runs:
-        buffer = io.BytesIO()
-        _Pickler(buffer, []).dump((case.args, case.kwargs))
-        reader = _Modules(buffer.getvalue())
-        reader.load()
-        found |= reader.modules
-    return sorted(found)
+    buffer = io.BytesIO()
+    _Pickler(buffer, []).dump([(case.args, case.kwargs) for case, _ in runs])   # one pickle: a model once
+    reader = _Modules(buffer.getvalue())
+    reader.load()
+    return sorted(reader.modules)
 
 
 def _names(data) -> list[str]:

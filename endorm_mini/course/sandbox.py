@@ -372,13 +372,15 @@ def _serve(fd: int) -> int:
         elif event == "c_call" and getattr(arg, "__name__", None) in c_names:
             sys.audit("endorm.seen", arg.__name__)
 
+    shared: dict = {}     # the models and tokenizers the cases share, sent once
     while True:
         try:
             raw = _receive(fd_in)
         except EOFError:
             return 0
         try:
-            args, kwargs, seed = _Inputs(raw, fd_in, fd_out, nonce).load()
+            new, args, kwargs, seed = _Inputs(raw, fd_in, fd_out, nonce, shared).load()
+            shared.update(new)
         except Exception as err:  # noqa: BLE001 - the grader's fault, said so
             why = refusals[-1] if refusals else str(err)
             _send(fd_out, plain.dumps(["refused", nonce, f"the sandbox could not load the case's inputs ({why})"]))
@@ -414,14 +416,19 @@ def _serve(fd: int) -> int:
 
 
 class _Inputs(pickle.Unpickler):
-    """A case's inputs; functions among them are the judge's, called through the pipe."""
+    """A case's inputs; functions among them are the judge's, called through the pipe; models
+    and tokenizers an earlier case sent are taken from ``shared``."""
 
-    def __init__(self, raw: bytes, fd_in: int, fd_out: int, nonce: str):
+    def __init__(self, raw: bytes, fd_in: int, fd_out: int, nonce: str, shared: dict):
         import io
         super().__init__(io.BytesIO(raw))
-        self.fds, self.nonce = (fd_in, fd_out), nonce
+        self.fds, self.nonce, self.shared = (fd_in, fd_out), nonce, shared
 
     def persistent_load(self, pid):
+        if isinstance(pid, tuple) and len(pid) == 2 and pid[0] == "shared" and pid[1] in self.shared:
+            return self.shared[pid[1]]
+        if not isinstance(pid, int):
+            raise pickle.UnpicklingError(f"an unknown reference {pid!r}")
         return _remote(pid, *self.fds, self.nonce)
 
 
