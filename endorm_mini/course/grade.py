@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import NamedTuple
 from xml.etree import ElementTree
 
-from . import checks, nbrun
+from . import checks, nbrun, retest
 from .cells import BUILD_KEY, check_ids, clean, exercise_ids, lesson_number
 
 
@@ -186,13 +186,17 @@ def grade_notebook(path: str | Path, timeout: float = 300, limit: float = 1800,
         spec, result = Path(tmp) / "retest.json", Path(tmp) / "result.json"
         modules = sorted({checks.get(e).module for e in expected} -
                          ({checks.lesson_module(lesson)} if lesson is not None else set()))
+        # The sandboxes' template starts with the judge, so that the two import torch at once.
+        control, template = retest.start_template(retest.template_modules(modules, expected), start_new_session=True)
         spec.write_text(json.dumps({"cells": code, "exercises": expected, "modules": modules, "timeout": timeout,
-                                    "seed": seed if seed is not None else secrets.randbits(31)}))
+                                    "seed": seed if seed is not None else secrets.randbits(31),
+                                    "template_fd": control.fileno()}))
         env = {**nbrun.kernel_env(), "OMP_NUM_THREADS": "1"}
         errors = open(Path(tmp) / "retest.err", "w+", encoding="utf-8")   # a file: a pipe could fill and block
         worker = subprocess.Popen([sys.executable, "-m", "endorm_mini.course.retest", str(spec), str(result)],
                                   cwd=tmp, stdout=subprocess.DEVNULL, stderr=errors, env=env,
-                                  start_new_session=True)
+                                  start_new_session=True, pass_fds=[control.fileno()])
+        control.close()            # the judge's now: the template ends when the judge does
         run_dir = Path(tmp) / "run"
         run_dir.mkdir()
         nbformat.write(nb, run_dir / "notebook.ipynb")
@@ -210,6 +214,7 @@ def grade_notebook(path: str | Path, timeout: float = 300, limit: float = 1800,
                 _kill(proc)
                 status = "timed out"
                 late.append(what)
+        _kill(template)            # and any sandbox a stopped judge left running (its process group)
         cells = _nbval_cells(run_dir / "junit.xml")
         try:
             results = json.loads(result.read_text()) if result.exists() else {}

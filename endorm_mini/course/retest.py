@@ -12,12 +12,18 @@ started by :mod:`.grade`)
 3. computes the reference's answers on the fixed cases (the exercise's seed) and on fresh
    cases drawn with a seed chosen at grading time (never stored in the notebook); the calls
    on fresh cases seed the global RNG with another drawn seed;
-4. starts the sandbox (:mod:`.sandbox`), which rebuilds the function with the reference and
+4. has the sandbox's template fork a child (:mod:`.sandbox`), which rebuilds the function with the reference and
    what the exercise forbids removed from the package and an audit hook installed, and
    sends it each case's inputs; only plain data comes back (:mod:`.plain`), read with
    ``torch.load(weights_only=True)``; functions among the inputs stay here and are called
    through the pipe;
 5. judges with :mod:`.judge`, the same as ``check()``'s in the notebook.
+
+An exercise's cases stop at its first failure, as ``check()``'s do: a wrong answer, an
+exception, or a refusal (what the audit hook refused fails the exercise whatever the other
+cases would give, and the child that tried it is not trusted with another case). Each
+exercise has its own child, forked from the template before any learner code, so a refusal
+in one exercise does not touch the others.
 
 The expected outputs, the comparison, the cases' seed and the reference never exist in the
 sandbox.
@@ -140,20 +146,35 @@ class _Pickler(pickle.Pickler):
         return None
 
 
+def start_template(modules: list[str], **popen) -> tuple[socket.socket, subprocess.Popen]:
+    """Start the sandboxes' template; the caller keeps its control socket (or hands it to
+    the judge: :mod:`.grade` starts it alongside the judge, so both import torch at once)."""
+    control, theirs = socket.socketpair()
+    popen.setdefault("stderr", None if os.environ.get("ENDORM_SANDBOX_DEBUG") else subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-m", "endorm_mini.course.sandbox", *modules], stdin=theirs,
+                            stdout=subprocess.DEVNULL, cwd=tempfile.gettempdir(),
+                            env={**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}, **popen)
+    theirs.close()
+    return control, proc
+
+
 class Template:
     """The sandboxes' template (``python -m endorm_mini.course.sandbox MODULES``): a process
     that imports torch and the lesson's modules once, runs no learner code, and forks a
-    fresh child per exercise, so that each exercise does not pay Python's and torch's start."""
+    fresh child per exercise, so that each exercise does not pay Python's and torch's start.
+    ``fd``: the control socket of one :mod:`.grade` started."""
 
-    def __init__(self, modules: list[str]):
-        self.control, theirs = socket.socketpair()
-        self.errors = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")
-        self.modules = list(modules)
-        self.proc = subprocess.Popen([sys.executable, "-m", "endorm_mini.course.sandbox", *self.modules],
-                                     stdin=theirs, stdout=subprocess.DEVNULL, cwd=tempfile.gettempdir(),
-                                     stderr=None if os.environ.get("ENDORM_SANDBOX_DEBUG") else self.errors,
-                                     env={**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""})
-        theirs.close()
+    def __init__(self, modules: list[str] = (), fd: int | None = None):
+        self.dead, self.proc, self.errors = False, None, None
+        if fd is not None:
+            self.control = socket.socket(fileno=fd)
+        else:
+            self.errors = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")
+            debug = os.environ.get("ENDORM_SANDBOX_DEBUG")
+            self.control, self.proc = start_template(list(modules), stderr=None if debug else self.errors)
+
+    def alive(self) -> bool:
+        return not self.dead and (self.proc is None or self.proc.poll() is None)
 
     def fork(self, errors: int, deadline: float) -> tuple[socket.socket, int]:
         """A fresh child: the judge's end of its pipe and its pid."""
@@ -161,6 +182,7 @@ class Template:
         try:
             socket.send_fds(self.control, [b"f"], [theirs.fileno(), errors])
         except OSError:
+            self.dead = True
             raise Refused("the sandbox's template stopped") from None
         finally:
             theirs.close()
@@ -168,31 +190,43 @@ class Template:
         while len(reply) < 8:
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([self.control], [], [], left)[0]:
+                self.dead = True
                 raise TooSlow()
             chunk = self.control.recv(8 - len(reply))
             if not chunk:
-                self.errors.seek(0)
-                last = ([x.strip() for x in self.errors.read()[-5000:].splitlines() if x.strip()] or [""])[-1]
+                self.dead = True
+                last = ""
+                if self.errors is not None:
+                    self.errors.seek(0)
+                    last = ([x.strip() for x in self.errors.read()[-5000:].splitlines() if x.strip()] or [""])[-1]
                 raise Refused(f"the sandbox's template stopped{': ' + last if last else ''}")
             reply += chunk
         return mine, struct.unpack("<Q", reply)[0]
 
     def close(self):
         self.control.close()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.errors.close()
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.errors is not None:
+            self.errors.close()
 
 
 _TEMPLATE: list[Template] = []
 
 
+def template_modules(modules: list[str], exercises: list[str]) -> list[str]:
+    """What the template imports: the lessons' checks modules (and, through them, the package)."""
+    lessons = {e.split(".")[0] for e in exercises if e.split(".")[0].isdigit()}
+    return list(modules) + sorted(checks.lesson_module(int(n)) for n in lessons)
+
+
 def template(modules: list[str] = ()) -> Template:
     """This process's template, started on first use (again if it stopped)."""
-    if _TEMPLATE and _TEMPLATE[0].proc.poll() is None:
+    if _TEMPLATE and _TEMPLATE[0].alive():
         return _TEMPLATE[0]
     if _TEMPLATE:
         _TEMPLATE.pop().close()
@@ -395,8 +429,10 @@ def main(argv: list[str]) -> int:
     seed = spec.get("seed") or secrets.randbits(31)
     results = {}
     # Started first: its imports overlap the references' runs below.
-    lessons = {e.split(".")[0] for e in spec["exercises"] if e.split(".")[0].isdigit()}
-    template(spec.get("modules", []) + sorted(checks.lesson_module(int(n)) for n in lessons))
+    if isinstance(spec.get("template_fd"), int):       # started by grade, alongside this process
+        _TEMPLATE.append(Template(fd=spec["template_fd"]))
+    else:
+        template(template_modules(spec.get("modules", []), spec["exercises"]))
     for module in spec.get("modules", []):   # checks registered outside endorm_mini.course.checks (tests)
         try:
             importlib.import_module(module)
