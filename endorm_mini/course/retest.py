@@ -391,9 +391,10 @@ def retest(ex: checks.Exercise, cells: list[str], seed: int, timeout: float = 30
              "stand_ins": {name: _where(others[name].reference) for name in stand},
              "cwd": tempfile.mkdtemp(prefix="endorm-sandbox-")}
     outcomes, seen = [], []
-    sandbox = Sandbox(setup, time.monotonic() + timeout + STARTUP)
+    sandbox = None
     try:
         try:
+            sandbox = Sandbox(setup, time.monotonic() + timeout + STARTUP)
             sandbox.ready()
             sandbox.deadline = time.monotonic() + timeout      # the function's own time, from here
         except Refused as err:
@@ -421,7 +422,8 @@ def retest(ex: checks.Exercise, cells: list[str], seed: int, timeout: float = 30
             if judge.failed(outcome):
                 break
     finally:
-        sandbox.close()
+        if sandbox is not None:
+            sandbox.close()
         shutil.rmtree(setup["cwd"], ignore_errors=True)
     verdict = judge.verdict(ex, [c for c, _ in runs], wants, outcomes, list(dict.fromkeys(seen)))
     return _row(verdict.result, verdict.detail, similar)
