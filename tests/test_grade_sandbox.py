@@ -178,3 +178,15 @@ def test_only_plain_data_comes_back():
         plain.decode(["value", torch.ones(1), "extra"])
     # a record of a class outside the package is never rebuilt: its fields, as a dict
     assert plain.decode(["record", "os:system", [["x", ["value", 1]]]]) == {"__object__": "os:system", "x": 1}
+
+
+def test_each_exercise_gets_a_fresh_child_of_the_template():
+    """The sandboxes fork from one template that ran no learner code: what one exercise's
+    function changed (here torch itself) is not there for the next."""
+    leak = "def soft_value(logits, alpha=1.0):\n    torch.endorm_leak = True\n" + WRONG
+    _zero(leak, reason="wrong answer")
+    sees_it = GOOD.replace("    z = logits / alpha\n", "    z = logits / alpha\n"
+                           "    if getattr(torch, 'endorm_leak', False):\n        return logits.amax(-1)\n")
+    first = retest.template()
+    assert _judged(sees_it)["result"] == "passed"
+    assert retest.template() is first            # one template, several children

@@ -20,8 +20,13 @@ from pathlib import Path
 from typing import NamedTuple
 from xml.etree import ElementTree
 
-from . import checks, nbrun
+from . import checks, nbrun, retest
 from .cells import BUILD_KEY, check_ids, clean, exercise_ids, lesson_number
+
+
+# nbval's pytest without jsonschema's IRI format checker: rfc3987_syntax builds a grammar when
+# imported (2-3 s, more than lesson 00 takes to run); no notebook schema uses the "iri" format.
+PYTEST = "import sys; sys.modules['rfc3987_syntax'] = None; import pytest; sys.exit(pytest.main(sys.argv[1:]))"
 
 
 class Row(NamedTuple):
@@ -186,18 +191,24 @@ def grade_notebook(path: str | Path, timeout: float = 300, limit: float = 1800,
         spec, result = Path(tmp) / "retest.json", Path(tmp) / "result.json"
         modules = sorted({checks.get(e).module for e in expected} -
                          ({checks.lesson_module(lesson)} if lesson is not None else set()))
+        # The sandboxes' template starts with the judge, so that the two import torch at once.
+        control, template = retest.start_template(retest.template_modules(modules, expected), start_new_session=True)
         spec.write_text(json.dumps({"cells": code, "exercises": expected, "modules": modules, "timeout": timeout,
-                                    "seed": seed if seed is not None else secrets.randbits(31)}))
+                                    "seed": seed if seed is not None else secrets.randbits(31),
+                                    "template_fd": control.fileno(),
+                                    "at": {e: [i for i, s in enumerate(code) if e in exercise_ids(s)]
+                                           for e in expected}}))
         env = {**nbrun.kernel_env(), "OMP_NUM_THREADS": "1"}
         errors = open(Path(tmp) / "retest.err", "w+", encoding="utf-8")   # a file: a pipe could fill and block
         worker = subprocess.Popen([sys.executable, "-m", "endorm_mini.course.retest", str(spec), str(result)],
                                   cwd=tmp, stdout=subprocess.DEVNULL, stderr=errors, env=env,
-                                  start_new_session=True)
+                                  start_new_session=True, pass_fds=[control.fileno()])
+        control.close()            # the judge's now: the template ends when the judge does
         run_dir = Path(tmp) / "run"
         run_dir.mkdir()
         nbformat.write(nb, run_dir / "notebook.ipynb")
         (run_dir / "pytest.ini").write_text("[pytest]\n")  # not the caller's settings
-        cmd = [sys.executable, "-m", "pytest", "notebook.ipynb", "--nbval-lax", "--nbval-current-env",
+        cmd = [sys.executable, "-c", PYTEST, "notebook.ipynb", "--nbval-lax", "--nbval-current-env",
                f"--nbval-cell-timeout={timeout:g}", "-p", "no:cacheprovider", "-p", "no:benchmark", "-q",
                "--junitxml=junit.xml"]
         runner = subprocess.Popen(cmd, cwd=run_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -210,6 +221,7 @@ def grade_notebook(path: str | Path, timeout: float = 300, limit: float = 1800,
                 _kill(proc)
                 status = "timed out"
                 late.append(what)
+        _kill(template)            # and any sandbox a stopped judge left running (its process group)
         cells = _nbval_cells(run_dir / "junit.xml")
         try:
             results = json.loads(result.read_text()) if result.exists() else {}

@@ -12,12 +12,18 @@ started by :mod:`.grade`)
 3. computes the reference's answers on the fixed cases (the exercise's seed) and on fresh
    cases drawn with a seed chosen at grading time (never stored in the notebook); the calls
    on fresh cases seed the global RNG with another drawn seed;
-4. starts the sandbox (:mod:`.sandbox`), which rebuilds the function with the reference and
+4. has the sandbox's template fork a child (:mod:`.sandbox`), which rebuilds the function with the reference and
    what the exercise forbids removed from the package and an audit hook installed, and
    sends it each case's inputs; only plain data comes back (:mod:`.plain`), read with
    ``torch.load(weights_only=True)``; functions among the inputs stay here and are called
    through the pipe;
 5. judges with :mod:`.judge`, the same as ``check()``'s in the notebook.
+
+An exercise's cases stop at its first failure, as ``check()``'s do: a wrong answer, an
+exception, or a refusal (what the audit hook refused fails the exercise whatever the other
+cases would give, and the child that tried it is not trusted with another case). Each
+exercise has its own child, forked from the template before any learner code, so a refusal
+in one exercise does not touch the others.
 
 The expected outputs, the comparison, the cases' seed and the reference never exist in the
 sandbox.
@@ -25,6 +31,7 @@ sandbox.
 from __future__ import annotations
 
 import ast
+import contextlib
 import importlib
 import inspect
 import io
@@ -34,6 +41,9 @@ import pickle
 import secrets
 import select
 import shutil
+import signal
+import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -44,7 +54,6 @@ import zlib
 import torch
 
 from . import checks, judge, plain
-from .cells import exercise_ids
 from .judge import TooSlow
 from .source import (BANNED_NAMES, banned_use, normalised, notebooks_source,  # noqa: F401 - re-exported
                      reference_shape, rebuild_plan, similarity)
@@ -106,44 +115,142 @@ class Refused(Exception):
     """The sandbox refused what the learner's code tried (one line)."""
 
 
+def _shareable(obj) -> bool:
+    """A model or a tokenizer: sent to the sandbox once, with the first case that uses it."""
+    if isinstance(obj, torch.nn.Module):
+        return True
+    tokenizers = sys.modules.get("transformers.tokenization_utils_base")
+    return tokenizers is not None and isinstance(obj, tokenizers.PreTrainedTokenizerBase)
+
+
 class _Pickler(pickle.Pickler):
     """A case's inputs for the sandbox: local functions (closures, lambdas) stay with the
-    judge and are called through the pipe; the rest is pickled as usual."""
+    judge and are called through the pipe; models and tokenizers sent with an earlier case
+    (``shared``: id -> (number, object)) are named, not sent again; the rest is pickled as
+    usual."""
 
-    def __init__(self, buffer, remotes: list):
+    def __init__(self, buffer, remotes: list, shared: dict | None = None, scan: bool = False):
         super().__init__(buffer, protocol=pickle.HIGHEST_PROTOCOL)
-        self.remotes = remotes
+        self.remotes, self.shared, self.new, self.scan = remotes, shared if shared is not None else {}, {}, scan
 
     def persistent_id(self, obj):
         if isinstance(obj, types.FunctionType) and ("<locals>" in obj.__qualname__ or "<lambda>" in obj.__qualname__):
             self.remotes.append(obj)
             return len(self.remotes) - 1
+        if id(obj) in self.shared and self.shared[id(obj)][1] is obj:
+            return ("shared", self.shared[id(obj)][0])
+        if self.scan and _shareable(obj):     # scan: only which ones are new, without pickling them
+            self.new.setdefault(id(obj), obj)
+            return ("new", 0)
         return None
 
 
+def start_template(modules: list[str], **popen) -> tuple[socket.socket, subprocess.Popen]:
+    """Start the sandboxes' template; the caller keeps its control socket (or hands it to
+    the judge: :mod:`.grade` starts it alongside the judge, so both import torch at once)."""
+    control, theirs = socket.socketpair()
+    popen.setdefault("stderr", None if os.environ.get("ENDORM_SANDBOX_DEBUG") else subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-m", "endorm_mini.course.sandbox", *modules], stdin=theirs,
+                            stdout=subprocess.DEVNULL, cwd=tempfile.gettempdir(),
+                            env={**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}, **popen)
+    theirs.close()
+    return control, proc
+
+
+class Template:
+    """The sandboxes' template (``python -m endorm_mini.course.sandbox MODULES``): a process
+    that imports torch and the lesson's modules once, runs no learner code, and forks a
+    fresh child per exercise, so that each exercise does not pay Python's and torch's start.
+    ``fd``: the control socket of one :mod:`.grade` started."""
+
+    def __init__(self, modules: list[str] = (), fd: int | None = None):
+        self.dead, self.proc, self.errors = False, None, None
+        if fd is not None:
+            self.control = socket.socket(fileno=fd)
+        else:
+            self.errors = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")
+            debug = os.environ.get("ENDORM_SANDBOX_DEBUG")
+            self.control, self.proc = start_template(list(modules), stderr=None if debug else self.errors)
+
+    def alive(self) -> bool:
+        return not self.dead and (self.proc is None or self.proc.poll() is None)
+
+    def fork(self, errors: int, deadline: float) -> tuple[socket.socket, int]:
+        """A fresh child: the judge's end of its pipe and its pid."""
+        mine, theirs = socket.socketpair()
+        try:
+            socket.send_fds(self.control, [b"f"], [theirs.fileno(), errors])
+        except OSError:
+            self.dead = True
+            raise Refused("the sandbox's template stopped") from None
+        finally:
+            theirs.close()
+        reply = b""
+        while len(reply) < 8:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.control], [], [], left)[0]:
+                self.dead = True
+                raise TooSlow()
+            chunk = self.control.recv(8 - len(reply))
+            if not chunk:
+                self.dead = True
+                last = ""
+                if self.errors is not None:
+                    self.errors.seek(0)
+                    last = ([x.strip() for x in self.errors.read()[-5000:].splitlines() if x.strip()] or [""])[-1]
+                raise Refused(f"the sandbox's template stopped{': ' + last if last else ''}")
+            reply += chunk
+        return mine, struct.unpack("<Q", reply)[0]
+
+    def close(self):
+        self.control.close()
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.errors is not None:
+            self.errors.close()
+
+
+_TEMPLATE: list[Template] = []
+
+
+def template_modules(modules: list[str], exercises: list[str]) -> list[str]:
+    """What the template imports: the lessons' checks modules (and, through them, the package)."""
+    lessons = {e.split(".")[0] for e in exercises if e.split(".")[0].isdigit()}
+    return list(modules) + sorted(checks.lesson_module(int(n)) for n in lessons)
+
+
+def template(modules: list[str] = ()) -> Template:
+    """This process's template, started on first use (again if it stopped)."""
+    if _TEMPLATE and _TEMPLATE[0].alive():
+        return _TEMPLATE[0]
+    if _TEMPLATE:
+        _TEMPLATE.pop().close()
+    _TEMPLATE.append(Template(modules))
+    return _TEMPLATE[0]
+
+
 class Sandbox:
-    """The child process that runs the learner's function, and the judge's end of its pipes."""
+    """A child forked from the template that runs the learner's function, and the judge's
+    end of its pipe."""
 
     def __init__(self, setup: dict, deadline: float):
         self.nonce, self.deadline = setup["nonce"], deadline
+        self.shared: dict = {}    # id -> (number, object): the models and tokenizers sent
         self.errors = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")   # its stderr
-        self.proc = subprocess.Popen([sys.executable, "-m", "endorm_mini.course.sandbox"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, cwd=setup["cwd"],
-                                     # ENDORM_SANDBOX_DEBUG=1: its tracebacks on this process's stderr
-                                     stderr=None if os.environ.get("ENDORM_SANDBOX_DEBUG") else self.errors,
-                                     env={**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""})
-        self.fd_in, self.fd_out = self.proc.stdout.fileno(), self.proc.stdin.fileno()
+        # ENDORM_SANDBOX_DEBUG=1: its tracebacks on this process's stderr
+        self.socket, self.pid = template().fork(2 if os.environ.get("ENDORM_SANDBOX_DEBUG") else self.errors.fileno(),
+                                                deadline)
+        self.fd_in = self.fd_out = self.socket.fileno()
         plain.send(self.fd_out, pickle.dumps(setup))
 
     def close(self):
-        for stream in (self.proc.stdin, self.proc.stdout):
-            try:
-                stream.close()
-            except OSError:
-                pass
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
+        with contextlib.suppress(OSError):
+            os.kill(self.pid, signal.SIGKILL)    # the template reaps it before its next fork
+        self.socket.close()
         self.errors.close()
 
     def receive(self) -> list:
@@ -153,10 +260,10 @@ class Sandbox:
         try:
             message = plain.loads(plain.receive(self.fd_in))
         except EOFError:
-            self.proc.wait()
+            time.sleep(0.1)                  # its last words, flushed as it exits
             self.errors.seek(0)
             last = ([line.strip() for line in self.errors.read()[-5000:].splitlines() if line.strip()] or [""])[-1]
-            raise Refused(f"the sandbox stopped (exit code {self.proc.returncode}){': ' + last if last else ''}")
+            raise Refused(f"the sandbox stopped{': ' + last if last else ''}")
         if not (isinstance(message, list) and len(message) >= 2 and message[1] == self.nonce
                 and isinstance(message[0], str)):
             raise plain.BadData("a message without the session's token")
@@ -171,9 +278,14 @@ class Sandbox:
 
     def run(self, case: checks.Case, seed: int):
         """The learner's function on one case: ``(output, inputs after, seen)``, or raises."""
-        buffer, remotes = io.BytesIO(), []
-        _Pickler(buffer, remotes).dump((case.args, case.kwargs, seed))
+        remotes = []
+        scan = _Pickler(io.BytesIO(), [], self.shared, scan=True)     # the models and tokenizers not sent yet
+        scan.dump((case.args, case.kwargs))
+        new = {len(self.shared) + i: obj for i, obj in enumerate(scan.new.values())}
+        buffer = io.BytesIO()
+        _Pickler(buffer, remotes, self.shared).dump((new, case.args, case.kwargs, seed))
         plain.send(self.fd_out, buffer.getvalue())
+        self.shared.update({id(obj): (k, obj) for k, obj in new.items()})
         while True:
             message = self.receive()
             kind = message[0]
@@ -214,14 +326,11 @@ class _Modules(pickle.Unpickler):
 def _input_modules(runs) -> list[str]:
     """The modules of the classes the cases' inputs are made of: the sandbox imports them
     before its audit hook (their imports read files and build code)."""
-    found: set[str] = set()
-    for case, _ in runs:
-        buffer = io.BytesIO()
-        _Pickler(buffer, []).dump((case.args, case.kwargs))
-        reader = _Modules(buffer.getvalue())
-        reader.load()
-        found |= reader.modules
-    return sorted(found)
+    buffer = io.BytesIO()
+    _Pickler(buffer, []).dump([(case.args, case.kwargs) for case, _ in runs])   # one pickle: a model once
+    reader = _Modules(buffer.getvalue())
+    reader.load()
+    return sorted(reader.modules)
 
 
 def _names(data) -> list[str]:
@@ -232,9 +341,13 @@ def _row(result: str, detail: str = "", similar: float | None = None) -> dict:
     return {"result": result, "detail": detail, "similarity": similar}
 
 
-def retest(ex: checks.Exercise, cells: list[str], seed: int, timeout: float = 300) -> dict:
+def retest(ex: checks.Exercise, cells: list[str], seed: int, timeout: float = 300, at: list[int] | None = None) -> dict:
+    """``at``: the indices of the exercise's cells (found here if not given: grade's judge is
+    given them, and never imports nbformat, 2-3 s)."""
     tag = f"{ex.id} {ex.name}"
-    at = [i for i, s in enumerate(cells) if ex.id in exercise_ids(s)]
+    if at is None:
+        from .cells import exercise_ids
+        at = [i for i, s in enumerate(cells) if ex.id in exercise_ids(s)]
     if not at:
         return _row("missing", f"no '# EXERCISE {ex.id}' cell in this notebook")
     index = at[-1]
@@ -278,9 +391,10 @@ def retest(ex: checks.Exercise, cells: list[str], seed: int, timeout: float = 30
              "stand_ins": {name: _where(others[name].reference) for name in stand},
              "cwd": tempfile.mkdtemp(prefix="endorm-sandbox-")}
     outcomes, seen = [], []
-    sandbox = Sandbox(setup, time.monotonic() + timeout + STARTUP)
+    sandbox = None
     try:
         try:
+            sandbox = Sandbox(setup, time.monotonic() + timeout + STARTUP)
             sandbox.ready()
             sandbox.deadline = time.monotonic() + timeout      # the function's own time, from here
         except Refused as err:
@@ -308,7 +422,8 @@ def retest(ex: checks.Exercise, cells: list[str], seed: int, timeout: float = 30
             if judge.failed(outcome):
                 break
     finally:
-        sandbox.close()
+        if sandbox is not None:
+            sandbox.close()
         shutil.rmtree(setup["cwd"], ignore_errors=True)
     verdict = judge.verdict(ex, [c for c, _ in runs], wants, outcomes, list(dict.fromkeys(seen)))
     return _row(verdict.result, verdict.detail, similar)
@@ -318,6 +433,11 @@ def main(argv: list[str]) -> int:
     spec = json.loads(open(argv[0], encoding="utf-8").read())
     seed = spec.get("seed") or secrets.randbits(31)
     results = {}
+    # Started first: its imports overlap the references' runs below.
+    if isinstance(spec.get("template_fd"), int):       # started by grade, alongside this process
+        _TEMPLATE.append(Template(fd=spec["template_fd"]))
+    else:
+        template(template_modules(spec.get("modules", []), spec["exercises"]))
     for module in spec.get("modules", []):   # checks registered outside endorm_mini.course.checks (tests)
         try:
             importlib.import_module(module)
@@ -330,7 +450,8 @@ def main(argv: list[str]) -> int:
             results[eid] = _row("failed", str(err))
             continue
         try:
-            results[eid] = retest(ex, spec["cells"], seed, float(spec.get("timeout") or 300))
+            results[eid] = retest(ex, spec["cells"], seed, float(spec.get("timeout") or 300),
+                                  spec.get("at", {}).get(eid))
         except BaseException as err:  # noqa: BLE001 - one exercise never stops the others
             results[eid] = _row("failed", f"✘ {eid}: the re-test stopped: {type(err).__name__}: {err}")
         with open(argv[1], "w", encoding="utf-8") as f:   # written after each, kept if one hangs

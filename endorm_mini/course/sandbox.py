@@ -1,7 +1,10 @@
-"""The sandbox: the only process that runs a learner's code while ``endorm-mini grade`` re-tests it.
+"""The sandbox: the only processes that run a learner's code while ``endorm-mini grade`` re-tests it.
 
-:mod:`.retest` (the judge) starts ``python -m endorm_mini.course.sandbox`` with two pipes
-and never runs learner code itself. The sandbox receives, in order,
+:mod:`.retest` (the judge) starts ``python -m endorm_mini.course.sandbox MODULES`` once: the
+template, which imports torch and the lesson's modules, never runs learner code, and forks a
+fresh child per exercise (so each exercise skips Python's and torch's start; the children
+share nothing but what the template imported before any learner code existed). The judge
+talks to each child over its own socket; the child receives, in order,
 
 1. the setup: the statements to re-run (chosen by the judge from the notebook: imports of
    allowed modules, constants, the ``def``s and ``class``es the exercise uses), the
@@ -134,14 +137,17 @@ def _refuser(event: str):
     return refused
 
 
-def main() -> int:
-    # The protocol's pipes on private descriptors; the learner's prints go to stderr.
-    fd_in, fd_out = os.dup(0), os.dup(1)
+def main(modules: list[str]) -> int:
+    """The template: imports torch and ``modules`` once, runs no learner code, and forks one
+    child per exercise. Each request on the control socket (its stdin) carries two
+    descriptors, the child's end of its pipe to the judge and its stderr; the reply is the
+    child's pid. The child receives the setup and installs the audit hook after the fork."""
+    import socket
+    import struct
+    control = socket.socket(fileno=os.dup(0))
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.dup2(2, 1)
-    setup = pickle.loads(_receive(fd_in))
-    nonce = setup["nonce"]
     import torch
 
     from . import plain
@@ -149,6 +155,57 @@ def main() -> int:
     # On the CPU only: torch.manual_seed would otherwise queue CUDA's seeding with the stack
     # as text, which reads the source of every frame (the package's too).
     torch.cuda.manual_seed_all = torch.cuda.manual_seed = lambda seed: None
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except Exception:  # noqa: BLE001 - a module that cannot import fails the rebuild later, by name
+            pass
+    plain.loads(plain.dumps(["warm up", torch.zeros(1)]))     # torch.save's lazy imports, before any hook
+    while True:
+        try:
+            message, fds, _, _ = socket.recv_fds(control, 16, 2)
+        except OSError:
+            return 0
+        if not message or len(fds) != 2:
+            return 0
+        try:
+            while os.waitpid(-1, os.WNOHANG)[0]:   # the children done with (killed by the judge)
+                pass
+        except ChildProcessError:
+            pass
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                control.close()
+                os.dup2(fds[1], 1)
+                os.dup2(fds[1], 2)
+                os.close(fds[1])
+                code = _serve(fds[0])
+            except BaseException:  # noqa: BLE001 - on its stderr, for the judge's one line
+                import traceback
+                traceback.print_exc()
+            finally:
+                for stream in (sys.stdout, sys.stderr):
+                    try:
+                        stream.flush()
+                    except Exception:  # noqa: BLE001
+                        pass
+                os._exit(code)
+        for fd in fds:
+            os.close(fd)
+        control.sendall(struct.pack("<Q", pid))
+
+
+def _serve(fd: int) -> int:
+    """One exercise, in a child forked from the template: its setup, the hook, its cases."""
+    import torch
+
+    from . import plain
+    fd_in = fd_out = fd
+    setup = pickle.loads(_receive(fd_in))
+    nonce = setup["nonce"]
+    os.chdir(setup["cwd"])
     for module in setup["preload"]:
         try:
             importlib.import_module(module)
@@ -179,7 +236,6 @@ def main() -> int:
     c_names = frozenset(setup["c_names"])
     input_modules = frozenset(setup.get("input_modules", ()))
     _forget_exercises()
-    plain.loads(plain.dumps(["warm up", torch.zeros(1)]))     # torch.save's lazy imports, before the hook
     _remove(removed)
     import _thread
     import threading
@@ -316,13 +372,15 @@ def main() -> int:
         elif event == "c_call" and getattr(arg, "__name__", None) in c_names:
             sys.audit("endorm.seen", arg.__name__)
 
+    shared: dict = {}     # the models and tokenizers the cases share, sent once
     while True:
         try:
             raw = _receive(fd_in)
         except EOFError:
             return 0
         try:
-            args, kwargs, seed = _Inputs(raw, fd_in, fd_out, nonce).load()
+            new, args, kwargs, seed = _Inputs(raw, fd_in, fd_out, nonce, shared).load()
+            shared.update(new)
         except Exception as err:  # noqa: BLE001 - the grader's fault, said so
             why = refusals[-1] if refusals else str(err)
             _send(fd_out, plain.dumps(["refused", nonce, f"the sandbox could not load the case's inputs ({why})"]))
@@ -358,14 +416,19 @@ def main() -> int:
 
 
 class _Inputs(pickle.Unpickler):
-    """A case's inputs; functions among them are the judge's, called through the pipe."""
+    """A case's inputs; functions among them are the judge's, called through the pipe; models
+    and tokenizers an earlier case sent are taken from ``shared``."""
 
-    def __init__(self, raw: bytes, fd_in: int, fd_out: int, nonce: str):
+    def __init__(self, raw: bytes, fd_in: int, fd_out: int, nonce: str, shared: dict):
         import io
         super().__init__(io.BytesIO(raw))
-        self.fds, self.nonce = (fd_in, fd_out), nonce
+        self.fds, self.nonce, self.shared = (fd_in, fd_out), nonce, shared
 
     def persistent_load(self, pid):
+        if isinstance(pid, tuple) and len(pid) == 2 and pid[0] == "shared" and pid[1] in self.shared:
+            return self.shared[pid[1]]
+        if not isinstance(pid, int):
+            raise pickle.UnpicklingError(f"an unknown reference {pid!r}")
         return _remote(pid, *self.fds, self.nonce)
 
 
@@ -393,4 +456,4 @@ def _receive(fd: int) -> bytes:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
