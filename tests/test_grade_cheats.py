@@ -95,7 +95,7 @@ def test_a_correct_solution_with_legitimate_torch_functions_passes(tmp_path):
     assert _grade(_write(tmp_path, nb, "04_endogenous_reward.ipynb"))["4.1"].result == "passed"
 
 
-@pytest.mark.parametrize("lesson", ["00", "04", "06"])
+@pytest.mark.parametrize("lesson", ["00", "03", "04", "05"])   # 03, 05: derivations; 06 left out: its run is the suite's slowest
 def test_the_solved_masters_grade_full_marks(lesson):
     report = grade.grade_notebook(next((ROOT / "solutions").glob(f"{lesson}_*.ipynb")), timeout=300)
     assert report.rows and all(r.result == "passed" for r in report.rows), report.rows
