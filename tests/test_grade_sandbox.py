@@ -39,10 +39,12 @@ def _judged(exercise: str, *before: str) -> dict:
     return retest.retest(checks.get("0.1"), _code(exercise, *before), seed=1234, timeout=60)
 
 
-def _zero(exercise: str, *before: str, reason: str = "") -> dict:
+def _zero(exercise: str, *before: str, reason: str | tuple[str, ...] = "") -> dict:
+    """Judged failed, for ``reason`` (or for one of several)."""
     row = _judged(exercise, *before)
     assert row["result"] == "failed", row
-    assert reason in row["detail"], row["detail"]
+    reasons = (reason,) if isinstance(reason, str) else reason
+    assert any(r in row["detail"] for r in reasons), row["detail"]
     return row
 
 
@@ -81,7 +83,10 @@ def test_cheat_reading_the_graders_state(body, reason):
 @pytest.mark.parametrize("exercise, reason", [
     # a class body the function uses: re-run in the sandbox, where there is no judge to patch
     ("class _Patch:\n    import endorm_mini.course.judge as j\n    j.compare = lambda *a, **k: None\n"
-     "def soft_value(logits, alpha=1.0):\n    _Patch\n" + WRONG, "open a file"),
+     "def soft_value(logits, alpha=1.0):\n    _Patch\n" + WRONG,
+     # refused at the import, or (when the template had already imported the judge module:
+     # test order) patched in the sandbox, where no judge runs, so the wrong answer stands
+     ("open a file", "wrong answer")),
     # a decorator patching the torch function the comparison uses
     ('@(lambda f: (setattr(torch, "isclose", lambda a, b, **k: torch.ones_like(a, dtype=torch.bool)), f)[1])\n'
      "def soft_value(logits, alpha=1.0):\n" + WRONG, "wrong answer"),
