@@ -51,6 +51,14 @@ def _grpo_command(args: argparse.Namespace) -> int:
             print(f"\nendorm-mini grpo: interrupted at {at}/{run.steps} (its last checkpoint); "
                   f"rerun the same command {how}to resume", file=sys.stderr)
             return 130
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # Every file is written and the process group is left (scale.grpo.train). A process of
+        # a torchrun/accelerate run then skips C++ teardown: under load, a thread of the
+        # distributed stack outliving it aborted a finished run ("terminate called without an
+        # active exception"), and torchrun reported the whole run failed.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 
