@@ -55,3 +55,14 @@ def lm_distribution(model, tokenizer, prompt, horizon):
             logits = model(input_ids=torch.tensor([context + list(prefix)])).logits[0, -1]
         return torch.softmax(logits.double(), -1)
     return response_distribution(TokenMDP(len(tokenizer), tokenizer.eos_token_id, horizon), policy)
+
+
+def spy_reward(function, calls, name):
+    """A TRL reward function that records ``(completion ids, rewards)`` of each call in
+    ``calls``; TRL logs it under ``name``."""
+    def spy(prompts, completions, completion_ids, **kwargs):
+        out = function(prompts, completions, completion_ids, **kwargs)
+        calls.append(([list(c) for c in completion_ids], out))
+        return out
+    spy.__name__ = name
+    return spy

@@ -176,20 +176,26 @@ def test_a_typo_in_a_config_fails(tmp_path, edit):
         check_config(path)
 
 
+def _small_qwen2(tied: bool):
+    """A small Qwen2 shape and the transformers model built from it."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    shape = recipe.Qwen2Shape(vocab=101, hidden=48, intermediate=80, layers=3, heads=6,
+                              kv_heads=2, tied=tied)
+    model = Qwen2ForCausalLM(Qwen2Config(
+        vocab_size=shape.vocab, hidden_size=shape.hidden, intermediate_size=shape.intermediate,
+        num_hidden_layers=shape.layers, num_attention_heads=shape.heads,
+        num_key_value_heads=shape.kv_heads, tie_word_embeddings=tied))
+    return shape, model
+
+
 def test_the_lora_count_is_pefts(tmp_path):
     """``Qwen2Shape.lora_parameters`` is what peft trains on a real Qwen2 of the same shape."""
     pytest.importorskip("peft")
     from peft import get_peft_model
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
     from endorm_mini.scale.grpo import GRPORun, lora_config
 
-    shape = recipe.Qwen2Shape(vocab=101, hidden=48, intermediate=80, layers=3, heads=6,
-                              kv_heads=2, tied=False)
-    model = Qwen2ForCausalLM(Qwen2Config(
-        vocab_size=shape.vocab, hidden_size=shape.hidden, intermediate_size=shape.intermediate,
-        num_hidden_layers=shape.layers, num_attention_heads=shape.heads,
-        num_key_value_heads=shape.kv_heads, tie_word_embeddings=False))
+    shape, model = _small_qwen2(tied=False)
     adapted = get_peft_model(model, lora_config(GRPORun(out="x", lora_rank=4)))
     trained = sum(p.numel() for p in adapted.parameters() if p.requires_grad)
     assert shape.lora_parameters(4) == trained
@@ -240,14 +246,7 @@ def test_vllm_colocate_is_a_grpo_config_flag():
 
 @pytest.mark.parametrize("tied", [False, True])
 def test_the_parameter_count_is_a_real_qwen2s(tied):
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    shape = recipe.Qwen2Shape(vocab=101, hidden=48, intermediate=80, layers=3, heads=6,
-                              kv_heads=2, tied=tied)
-    model = Qwen2ForCausalLM(Qwen2Config(
-        vocab_size=shape.vocab, hidden_size=shape.hidden, intermediate_size=shape.intermediate,
-        num_hidden_layers=shape.layers, num_attention_heads=shape.heads,
-        num_key_value_heads=shape.kv_heads, tie_word_embeddings=tied))
+    shape, model = _small_qwen2(tied)
     assert shape.parameters() == sum(p.numel() for p in model.parameters())
 
 

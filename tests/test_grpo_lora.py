@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import torch
+from conftest import spy_reward
 
 pytest.importorskip("trl")
 
@@ -74,15 +75,6 @@ def _rows():
             for p in arith_problems()[::7]]
 
 
-def _spy(function, calls, name):
-    def spy(prompts, completions, completion_ids, **kwargs):
-        out = function(prompts, completions, completion_ids, **kwargs)
-        calls.append(([list(c) for c in completion_ids], out))
-        return out
-    spy.__name__ = name
-    return spy
-
-
 def _reuse_with_lora(tmp_path, against):
     """One GRPO step of a LoRA policy whose adapter starts random (peft's
     ``init_lora_weights=False``: the policy is not the base from the first step), the reward
@@ -99,8 +91,8 @@ def _reuse_with_lora(tmp_path, against):
     tokenizer = AutoTokenizer.from_pretrained(path)
     own, reused = [], []
     reuse = kl_reference.KLReferenceReward(TEMPERATURE, tokenizer.eos_token_id)
-    funcs = [_spy(reuse, reused, "reused"),
-             _spy(EndogenousRewardFunction(against, tokenizer, alpha=TEMPERATURE), own, "own")]
+    funcs = [spy_reward(reuse, reused, "reused"),
+             spy_reward(EndogenousRewardFunction(against, tokenizer, alpha=TEMPERATURE), own, "own")]
     args = GRPOConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none",
                       max_completion_length=2, num_generations=4, per_device_train_batch_size=8,
                       max_steps=1, beta=0.01, learning_rate=1e-3, save_strategy="no",

@@ -6,6 +6,7 @@ import copy
 
 import pytest
 import torch
+from conftest import spy_reward
 
 pytest.importorskip("trl")
 
@@ -42,15 +43,6 @@ def _trainer(path, funcs, tmp_path, beta=0.01, trainer_class=None, plain=False, 
                train_dataset=Dataset.from_list(_rows(plain))), tokenizer
 
 
-def _spy(function, calls, name):
-    def spy(prompts, completions, completion_ids, **kwargs):
-        out = function(prompts, completions, completion_ids, **kwargs)
-        calls.append(([list(c) for c in completion_ids], out))
-        return out
-    spy.__name__ = name
-    return spy
-
-
 def test_reusing_trls_reference_gives_the_endogenous_advantages(tmp_path):
     """Beside the reward's own copy (eq. 12 in full), the reuse gives the same rewards less one
     V(s_1) per prompt, hence the same GRPO advantages, ended and cut completions alike."""
@@ -60,8 +52,8 @@ def test_reusing_trls_reference_gives_the_endogenous_advantages(tmp_path):
     model, tokenizer = models.load("tiny-arith", device="cpu")
     own, reused = [], []
     reuse = kl_reference.KLReferenceReward(TEMPERATURE, tokenizer.eos_token_id)
-    funcs = [_spy(reuse, reused, "reused"),
-             _spy(EndogenousRewardFunction(model, tokenizer, alpha=TEMPERATURE), own, "own")]
+    funcs = [spy_reward(reuse, reused, "reused"),
+             spy_reward(EndogenousRewardFunction(model, tokenizer, alpha=TEMPERATURE), own, "own")]
     trainer, _ = _trainer(path, funcs, tmp_path,
                           trainer_class=kl_reference.reusing_trainer(GRPOTrainer))
     trainer.kl_reference_reward = reuse
