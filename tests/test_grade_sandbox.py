@@ -83,10 +83,7 @@ def test_cheat_reading_the_graders_state(body, reason):
 @pytest.mark.parametrize("exercise, reason", [
     # a class body the function uses: re-run in the sandbox, where there is no judge to patch
     ("class _Patch:\n    import endorm_mini.course.judge as j\n    j.compare = lambda *a, **k: None\n"
-     "def soft_value(logits, alpha=1.0):\n    _Patch\n" + WRONG,
-     # refused at the import, or (when the template had already imported the judge module:
-     # test order) patched in the sandbox, where no judge runs, so the wrong answer stands
-     ("open a file", "wrong answer")),
+     "def soft_value(logits, alpha=1.0):\n    _Patch\n" + WRONG, "open a file"),
     # a decorator patching the torch function the comparison uses
     ('@(lambda f: (setattr(torch, "isclose", lambda a, b, **k: torch.ones_like(a, dtype=torch.bool)), f)[1])\n'
      "def soft_value(logits, alpha=1.0):\n" + WRONG, "wrong answer"),

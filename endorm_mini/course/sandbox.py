@@ -103,10 +103,17 @@ def _remove(targets: list[str]) -> None:
                 delattr(module, key)
 
 
+GRADER_MODULES = ("endorm_mini.course.judge", "endorm_mini.course.retest", "endorm_mini.course.grade")
+
+
 def _forget_exercises() -> None:
     """The registry of exercises holds every reference: empty it, and drop the checks
     modules' :class:`~.checks.Exercise` objects (their classes, case helpers and mistakes
     stay: the cases' inputs are made of them)."""
+    # The grader's own modules, if an import brought them in, are forgotten too: importing one
+    # again must open its file, which the hook refuses, whatever was imported before.
+    for name in GRADER_MODULES:
+        sys.modules.pop(name, None)
     registry = sys.modules.get("endorm_mini.course.checks")
     if registry is None:
         return
