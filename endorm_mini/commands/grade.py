@@ -23,6 +23,9 @@ def _grade_command(args) -> int:
     import csv
     import json
 
+    # As in nbval's process (course.grade.PYTEST): jsonschema's IRI checker, which no notebook
+    # schema uses, imports rfc3987_syntax, which builds a grammar for about a second.
+    sys.modules.setdefault("rfc3987_syntax", None)
     from ..course.grade import GradeReport, NotebookError, grade_notebook, print_report, table
 
     from ..runfolder import check_output_file

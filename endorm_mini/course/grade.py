@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import NamedTuple
 from xml.etree import ElementTree
 
-from . import checks, nbrun, retest
+from . import checks, nbrun
 from .cells import BUILD_KEY, check_ids, clean, exercise_ids, lesson_number
 
 
@@ -177,17 +177,33 @@ def grade_notebook(path: str | Path, timeout: float = 300, limit: float = 1800,
     path = Path(path)
     start = time.perf_counter()
     nb = read_notebook(path)
-    lesson, expected, notes = _expected_exercises(nb, path)
     questions = understanding_questions(nb)
-    nb = clean(nb)
-    code = [c.source for c in nb.cells if c.cell_type == "code"]
-    check_at: dict[str, int] = {}      # an exercise's check: the first cell calling it (as
-    for i, source in enumerate(code):  # cells.validate); lesson 00 calls it again in a demo
-        for e in check_ids(source):
-            check_at.setdefault(e, i)
-    exercise_at = {e: i for i, s in enumerate(code) for e in exercise_ids(s)}
+    cleaned = clean(nb)
+    code = [c.source for c in cleaned.cells if c.cell_type == "code"]
     status = "ran"
     with tempfile.TemporaryDirectory() as tmp:
+        # The notebook first: its kernel starts while this process imports the judge's side
+        # (torch, the lesson's checks), which a short lesson would otherwise wait for.
+        run_dir = Path(tmp) / "run"
+        run_dir.mkdir()
+        nbformat.write(cleaned, run_dir / "notebook.ipynb")
+        (run_dir / "pytest.ini").write_text("[pytest]\n")  # not the caller's settings
+        cmd = [sys.executable, "-c", PYTEST, "notebook.ipynb", "--nbval-lax", "--nbval-current-env",
+               f"--nbval-cell-timeout={timeout:g}", "-p", "no:cacheprovider", "-p", "no:benchmark", "-q",
+               "--junitxml=junit.xml"]
+        runner = subprocess.Popen(cmd, cwd=run_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  env=nbrun.kernel_env(), start_new_session=True)
+        try:
+            from . import retest
+            lesson, expected, notes = _expected_exercises(nb, path)
+        except BaseException:
+            _kill(runner)
+            raise
+        check_at: dict[str, int] = {}      # an exercise's check: the first cell calling it (as
+        for i, source in enumerate(code):  # cells.validate); lesson 00 calls it again in a demo
+            for e in check_ids(source):
+                check_at.setdefault(e, i)
+        exercise_at = {e: i for i, s in enumerate(code) for e in exercise_ids(s)}
         spec, result = Path(tmp) / "retest.json", Path(tmp) / "result.json"
         modules = sorted({checks.get(e).module for e in expected} -
                          ({checks.lesson_module(lesson)} if lesson is not None else set()))
@@ -204,15 +220,6 @@ def grade_notebook(path: str | Path, timeout: float = 300, limit: float = 1800,
                                   cwd=tmp, stdout=subprocess.DEVNULL, stderr=errors, env=env,
                                   start_new_session=True, pass_fds=[control.fileno()])
         control.close()            # the judge's now: the template ends when the judge does
-        run_dir = Path(tmp) / "run"
-        run_dir.mkdir()
-        nbformat.write(nb, run_dir / "notebook.ipynb")
-        (run_dir / "pytest.ini").write_text("[pytest]\n")  # not the caller's settings
-        cmd = [sys.executable, "-c", PYTEST, "notebook.ipynb", "--nbval-lax", "--nbval-current-env",
-               f"--nbval-cell-timeout={timeout:g}", "-p", "no:cacheprovider", "-p", "no:benchmark", "-q",
-               "--junitxml=junit.xml"]
-        runner = subprocess.Popen(cmd, cwd=run_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                  env=nbrun.kernel_env(), start_new_session=True)
         late = []
         for what, proc in (("the notebook", runner), ("the re-test", worker)):
             try:
