@@ -1,5 +1,8 @@
-"""Shared fixtures: tiny randomly initialised HF models with the kit's character tokenizer."""
+"""Shared fixtures: tiny randomly initialised HF models with the kit's character tokenizer;
+the real-model sections a notebook test may leave out."""
+import ast
 import os
+import re
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -66,3 +69,60 @@ def spy_reward(function, calls, name):
         return out
     spy.__name__ = name
     return spy
+
+
+REAL_MODEL_SECTION = "## On a real model"
+BRANCH_NAMES = re.compile(r"\b(SETUP|MODEL|DEVICE|DTYPE)\b")
+
+
+def _names(source: str, ctx) -> set[str]:
+    """Names a cell's code stores (``ast.Store``, defs, imports) or loads (``ast.Load``)."""
+    from endorm_mini.course.source import notebooks_source
+    tree = ast.parse(notebooks_source(source))
+    found = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ctx)}
+    if ctx is ast.Store:
+        found |= {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+        found |= {(a.asname or a.name).split(".")[0] for n in ast.walk(tree)
+                  if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}
+    return found
+
+
+def without_real_model_sections(nb) -> int:
+    """Drop the code of each "On a real model" section (SmolLM2 on the CPU, the same code on
+    both branches and with or without the exercises, run by the strict nbval test); how many
+    cells were dropped. Refused, not dropped: a cell there that names the setup's
+    branch-dependent values (GPU-branch code), that is an exercise, its check or a ``%%needs``
+    cell, or a section that reads a name it does not define itself which, before it, only an
+    exercise or a ``%%needs`` cell defines (in a learner's untouched copy the section would
+    fail there, which the shortened run could not show)."""
+    from endorm_mini.course.cells import check_ids, exercise_ids
+    kept, dropped = [], 0
+    learner, ordinary = set(), set()     # names defined before: by exercises and %%needs cells; by others
+    section = None                       # (loads, stores) of the real-model section being dropped
+
+    def close():
+        if section is not None:
+            risky = (section[0] - section[1]) & (learner - ordinary)
+            assert not risky, f"a real-model section reads {sorted(risky)}, defined by an exercise or %%needs cell"
+
+    for cell in nb.cells:
+        if cell.cell_type == "markdown" and cell.source.startswith("## "):
+            close()
+            section = (set(), set()) if cell.source.startswith(REAL_MODEL_SECTION) else None
+        if cell.cell_type != "code":
+            kept.append(cell)
+            continue
+        rests_on_exercises = bool(exercise_ids(cell.source) or check_ids(cell.source)
+                                  or cell.source.startswith("%%needs"))
+        if section is None:
+            (learner if rests_on_exercises else ordinary).update(_names(cell.source, ast.Store))
+            kept.append(cell)
+            continue
+        assert not BRANCH_NAMES.search(cell.source), f"a real-model cell uses the setup: {cell.source[:200]!r}"
+        assert not rests_on_exercises, f"a real-model cell rests on an exercise: {cell.source[:200]!r}"
+        section[0].update(_names(cell.source, ast.Load))
+        section[1].update(_names(cell.source, ast.Store))
+        dropped += 1
+    close()
+    nb.cells = kept
+    return dropped

@@ -12,7 +12,6 @@ uses ``MODEL`` or ``SETUP`` after the setup cell. About 2.5 minutes on one free 
 """
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from conftest import REAL_MODEL_SECTION, without_real_model_sections
 from endorm_mini.course import nbrun, offline
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,37 +62,20 @@ def stand_ins(tmp_path_factory):
     return offline.random_qwen2(root / "qwen2-tiny", "tiny"), offline.write_data(root / "data")
 
 
-REAL_MODEL_SECTION = "## On a real model"
-BRANCH_NAMES = re.compile(r"\b(SETUP|MODEL|DEVICE|DTYPE)\b")
-
-
-def without_real_model_sections(nb) -> int:
-    """Drop the code of each "On a real model" section (SmolLM2 on the CPU, the same code on
-    both branches, run by the strict nbval test); how many cells were dropped. A cell there that
-    names the setup's branch-dependent values would be GPU-branch code: refused, not dropped."""
-    kept, inside, dropped = [], False, 0
-    for cell in nb.cells:
-        if cell.cell_type == "markdown" and cell.source.startswith("## "):
-            inside = cell.source.startswith(REAL_MODEL_SECTION)
-        if inside and cell.cell_type == "code":
-            assert not BRANCH_NAMES.search(cell.source), \
-                f"a real-model cell uses the setup: {cell.source[:200]!r}"
-            dropped += 1
-            continue
-        kept.append(cell)
-    nb.cells = kept
-    return dropped
-
-
 def test_only_the_real_model_sections_are_dropped():
     nb = nbformat.read(ROOT / "solutions" / "06_rmbench_rebuilt.ipynb", as_version=4)
     code_before = sum(c.cell_type == "code" for c in nb.cells)
     dropped = without_real_model_sections(nb)
     assert 0 < dropped < code_before and code_before - dropped == sum(c.cell_type == "code" for c in nb.cells)
-    nb.cells.append(nbformat.v4.new_markdown_cell(REAL_MODEL_SECTION + ": planted"))
-    nb.cells.append(nbformat.v4.new_code_cell("print(SETUP.branch)"))
-    with pytest.raises(AssertionError, match="uses the setup"):
-        without_real_model_sections(nb)
+    for planted, refusal in (("print(SETUP.branch)", "uses the setup"),
+                             ("%%needs 6.1\nprint(1)", "rests on an exercise"),
+                             ("check('6.1', matrix)", "rests on an exercise"),
+                             ("print(comparison_matrix([1, 2, 3], [0, 1, 2]))", r"reads \[.comparison_matrix.\]")):
+        planted_nb = nbformat.read(ROOT / "lessons" / "06_rmbench_rebuilt.ipynb", as_version=4)
+        planted_nb.cells.append(nbformat.v4.new_markdown_cell(REAL_MODEL_SECTION + ": planted"))
+        planted_nb.cells.append(nbformat.v4.new_code_cell(planted))
+        with pytest.raises(AssertionError, match=refusal):
+            without_real_model_sections(planted_nb)
 
 
 @pytest.mark.parametrize("master", GPU_NOTEBOOKS, ids=[p.name for p in GPU_NOTEBOOKS])

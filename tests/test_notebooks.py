@@ -15,6 +15,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from conftest import without_real_model_sections
 from endorm_mini import cli
 from endorm_mini.course import cells, nbrun, needs
 
@@ -136,8 +137,11 @@ def _unclear(nb) -> list[str]:
 def test_untouched_lesson_fails_only_at_its_checks(master):
     """Run to the end, an untouched lesson fails first at its first exercise's check, and
     then only at the other checks, each with one line; the cells that need an unfinished
-    exercise say so in one line and skip (``%%needs``, endorm_mini.course.needs)."""
+    exercise say so in one line and skip (``%%needs``, endorm_mini.course.needs). Its
+    real-model sections are left out: they rest on no exercise (refused otherwise) and the
+    strict nbval test runs them."""
     lesson = nbformat.read(ROOT / "lessons" / master.name, as_version=4)
+    without_real_model_sections(lesson)
     eid, _, check_at = _first_exercise(lesson)
     _run_to_the_end(lesson)
     failed = [i for i, c in enumerate(_code(lesson))
