@@ -45,7 +45,8 @@ def resolve(name_or_path: str) -> str:
     if Path(name).expanduser().exists():
         return str(Path(name).expanduser())
     if name.startswith("tiny-"):
-        raise ValueError(f"unknown zoo model {name!r}; known: {', '.join(available()) or 'none'}")
+        known = [*available(), *fetch.SOURCES]   # shipped, then fetched from the registry
+        raise ValueError(f"unknown zoo model {name!r}; known: {', '.join(known) or 'none'}")
     if not _is_hub_id(name):
         raise ValueError(f"no folder {name!r}: it does not exist (relative paths start at {Path.cwd()}); "
                          "give a model folder, a zoo name (endorm-mini zoo list) or a hub name")

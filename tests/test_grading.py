@@ -541,6 +541,19 @@ def test_every_master_asks_understanding_questions_grade_can_count():
         assert 3 <= grade.understanding_questions(nbformat.read(path, as_version=4)) <= 6, path.name
 
 
+def test_an_untouched_lesson_gets_no_note_about_its_exercises():
+    """The published lessons list their exercises in the notebook's order (3.6 stands before
+    3.3): no lesson gets a note for that; a list with another exercise in it does."""
+    from endorm_mini.course import grade
+    root = Path(__file__).resolve().parents[1]
+    for path in sorted((root / "lessons").glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        lesson, expected, notes = grade._expected_exercises(nb, path)
+        assert expected and notes == [], (path.name, notes)
+    nb.metadata["endorm_mini"]["exercises"] = expected[:-1] + ["99.9"]
+    assert "graded on the latter" in grade._expected_exercises(nb, path)[2][0]
+
+
 def test_grade_scores_each_exercise_on_a_colab_saved_notebook(tmp_path, capsys, monkeypatch):
     """One grade covers every result: passed, failed, not attempted, missing; plus a failing
     unrelated cell and Colab metadata. The fake checks live in a module on PYTHONPATH, so that

@@ -129,7 +129,8 @@ def _expand(path_or_files) -> list[Path]:
     if isinstance(path_or_files, (str, Path)):
         path = Path(path_or_files)
         if not path.exists():
-            raise FileNotFoundError(f"no RM-Bench data at {path}")
+            raise FileNotFoundError(f"no RM-Bench data at {path} (the benchmark's data/ folder: "
+                                    "git clone https://github.com/THU-KEG/RM-Bench; offline: --data mini)")
         if not path.is_dir():
             return [path]
         per_domain = sorted(p for p in path.glob("*.json*") if _file_subset(p))
