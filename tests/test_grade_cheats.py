@@ -7,6 +7,11 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import nbformat
@@ -357,3 +362,37 @@ def test_a_hanging_exercise_fails_alone_within_the_cell_timeout(tmp_path):
     row = report.rows[0]
     assert row.result == "failed" and "did not finish within 5 s" in row.detail, row
     assert report.status == "ran"
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's reaper may be slow to collect it)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_stopping_grade_stops_the_notebook_and_the_judge(tmp_path, signum):
+    """Ctrl-C (SIGINT to the terminal's process group) or SIGTERM stops grade in one line, and
+    with it nbval's pytest and kernel, which run in sessions of their own."""
+    pids = tmp_path / "pids.txt"
+    path = _notebook(tmp_path, GOOD, f"import os, time\nopen({str(pids)!r}, 'w').write(f'{{os.getpid()}} "
+                                     f"{{os.getppid()}}')\ntime.sleep(1000)")
+    grading = subprocess.Popen([sys.executable, "-m", "endorm_mini.cli", "grade", str(path)], text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 120
+    while not (pids.exists() and len(pids.read_text().split()) == 2):
+        assert time.monotonic() < deadline and grading.poll() is None, grading.communicate()
+        time.sleep(0.2)
+    kernel, pytest_process = map(int, pids.read_text().split())
+    os.killpg(grading.pid, signum)
+    out, err = grading.communicate(timeout=30)
+    assert grading.returncode == 130 and err.strip().endswith("endorm-mini grade: interrupted"), (out, err)
+    deadline = time.monotonic() + 10
+    while _running(kernel) or _running(pytest_process):
+        assert time.monotonic() < deadline, "nbval's pytest or its kernel outlived grade"
+        time.sleep(0.2)

@@ -26,6 +26,11 @@ def _grade_command(args) -> int:
     # As in nbval's process (course.grade.PYTEST): jsonschema's IRI checker, which no notebook
     # schema uses, imports rfc3987_syntax, which builds a grammar for about a second.
     sys.modules.setdefault("rfc3987_syntax", None)
+    import signal
+
+    def stop(signum, frame):  # SIGTERM (`timeout`, a scheduler) stops the processes a grade
+        raise KeyboardInterrupt  # started and removes its files, as Ctrl-C does
+    signal.signal(signal.SIGTERM, stop)
     from ..course.grade import GradeReport, NotebookError, grade_notebook, print_report, table
 
     from ..runfolder import check_output_file

@@ -13,6 +13,7 @@ import contextlib
 import importlib.util
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -117,7 +118,6 @@ def read_notebook(path: str | Path):
 
 
 def _kill(proc: subprocess.Popen) -> None:
-    import signal
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -193,41 +193,48 @@ def grade_notebook(path: str | Path, timeout: float = 300, limit: float = 1800,
                "--junitxml=junit.xml"]
         runner = subprocess.Popen(cmd, cwd=run_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                   env=nbrun.kernel_env(), start_new_session=True)
-        try:
+        started = [runner]          # stopped with this process too (Ctrl-C, SIGTERM): each is in
+        try:                        # a session of its own, out of reach of the terminal's signals
             from . import retest
             lesson, expected, notes = _expected_exercises(nb, path)
+            check_at: dict[str, int] = {}      # an exercise's check: the first cell calling it (as
+            for i, source in enumerate(code):  # cells.validate); lesson 00 calls it again in a demo
+                for e in check_ids(source):
+                    check_at.setdefault(e, i)
+            exercise_at = {e: i for i, s in enumerate(code) for e in exercise_ids(s)}
+            spec, result = Path(tmp) / "retest.json", Path(tmp) / "result.json"
+            modules = sorted({checks.get(e).module for e in expected} -
+                             ({checks.lesson_module(lesson)} if lesson is not None else set()))
+            # The sandboxes' template starts with the judge, so that the two import torch at once.
+            control, template = retest.start_template(retest.template_modules(modules, expected), start_new_session=True)
+            started.append(template)
+            spec.write_text(json.dumps({"cells": code, "exercises": expected, "modules": modules, "timeout": timeout,
+                                        "seed": seed if seed is not None else secrets.randbits(31),
+                                        "template_fd": control.fileno(),
+                                        "at": {e: [i for i, s in enumerate(code) if e in exercise_ids(s)]
+                                               for e in expected}}))
+            env = {**nbrun.kernel_env(), "OMP_NUM_THREADS": "1"}
+            errors = open(Path(tmp) / "retest.err", "w+", encoding="utf-8")   # a file: a pipe could fill and block
+            worker = subprocess.Popen([sys.executable, "-m", "endorm_mini.course.retest", str(spec), str(result)],
+                                      cwd=tmp, stdout=subprocess.DEVNULL, stderr=errors, env=env,
+                                      start_new_session=True, pass_fds=[control.fileno()])
+            started.append(worker)
+            control.close()            # the judge's now: the template ends when the judge does
+            late = []
+            for what, proc in (("the notebook", runner), ("the re-test", worker)):
+                try:
+                    proc.wait(timeout=max(1.0, limit - (time.perf_counter() - start)))
+                except subprocess.TimeoutExpired:
+                    _kill(proc)
+                    status = "timed out"
+                    late.append(what)
         except BaseException:
-            _kill(runner)
-            raise
-        check_at: dict[str, int] = {}      # an exercise's check: the first cell calling it (as
-        for i, source in enumerate(code):  # cells.validate); lesson 00 calls it again in a demo
-            for e in check_ids(source):
-                check_at.setdefault(e, i)
-        exercise_at = {e: i for i, s in enumerate(code) for e in exercise_ids(s)}
-        spec, result = Path(tmp) / "retest.json", Path(tmp) / "result.json"
-        modules = sorted({checks.get(e).module for e in expected} -
-                         ({checks.lesson_module(lesson)} if lesson is not None else set()))
-        # The sandboxes' template starts with the judge, so that the two import torch at once.
-        control, template = retest.start_template(retest.template_modules(modules, expected), start_new_session=True)
-        spec.write_text(json.dumps({"cells": code, "exercises": expected, "modules": modules, "timeout": timeout,
-                                    "seed": seed if seed is not None else secrets.randbits(31),
-                                    "template_fd": control.fileno(),
-                                    "at": {e: [i for i, s in enumerate(code) if e in exercise_ids(s)]
-                                           for e in expected}}))
-        env = {**nbrun.kernel_env(), "OMP_NUM_THREADS": "1"}
-        errors = open(Path(tmp) / "retest.err", "w+", encoding="utf-8")   # a file: a pipe could fill and block
-        worker = subprocess.Popen([sys.executable, "-m", "endorm_mini.course.retest", str(spec), str(result)],
-                                  cwd=tmp, stdout=subprocess.DEVNULL, stderr=errors, env=env,
-                                  start_new_session=True, pass_fds=[control.fileno()])
-        control.close()            # the judge's now: the template ends when the judge does
-        late = []
-        for what, proc in (("the notebook", runner), ("the re-test", worker)):
-            try:
-                proc.wait(timeout=max(1.0, limit - (time.perf_counter() - start)))
-            except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError, PermissionError, subprocess.TimeoutExpired):
+                os.killpg(runner.pid, signal.SIGINT)   # pytest, interrupted, shuts its kernel down
+                runner.wait(timeout=3)                 # and removes the kernel's connection file
+            for proc in started:    # else the kernel follows its pytest (its parent) out by itself
                 _kill(proc)
-                status = "timed out"
-                late.append(what)
+            raise
         _kill(template)            # and any sandbox a stopped judge left running (its process group)
         cells = _nbval_cells(run_dir / "junit.xml")
         try:
