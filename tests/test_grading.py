@@ -392,6 +392,25 @@ def test_start_copies_lessons_and_never_overwrites(fake, tmp_path, capsys):
     assert "no lesson '7'" in capsys.readouterr().err
 
 
+def test_start_without_dir_finds_the_workspace(tmp_path, monkeypatch):
+    """No nested my-lessons/my-lessons, no copies inside the checkout's lessons/."""
+    from endorm_mini.course.workspace import default_workspace
+    root = Path(__file__).resolve().parents[1]
+    inside = tmp_path / "my-lessons" / "sub"
+    inside.mkdir(parents=True)
+    assert default_workspace(tmp_path) == tmp_path.resolve() / "my-lessons"
+    assert default_workspace(tmp_path / "my-lessons") == tmp_path.resolve() / "my-lessons"
+    assert default_workspace(inside) == tmp_path.resolve() / "my-lessons"
+    assert default_workspace(root / "lessons") == root / "my-lessons"
+    assert default_workspace(root) == root / "my-lessons"
+    monkeypatch.chdir(tmp_path / "my-lessons")
+    les = tmp_path / "published"
+    les.mkdir()
+    (les / "99_fake.ipynb").write_text("{}")
+    assert cli.main(["start", "--lessons", str(les)]) == 0
+    assert sorted(p.name for p in (tmp_path / "my-lessons").iterdir()) == ["99_fake.ipynb", "sub"]
+
+
 def test_a_learners_copy_links_to_the_hosted_notes(tmp_path):
     """``../docs/paper.md`` does not open from a copy (none outside the checkout; above the
     folder Jupyter serves inside it): the copy links to the hosted notes, anchors kept."""

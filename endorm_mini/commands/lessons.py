@@ -34,9 +34,15 @@ def _build_command(args) -> int:
 
 
 def _start_command(args) -> int:
-    from ..course.workspace import start
+    import os
+
+    from ..course.workspace import default_workspace, start
     from ..runfolder import check_writable
 
+    if args.dir is None:
+        found = default_workspace()
+        args.dir = os.path.relpath(found) if found.is_relative_to(Path.cwd()) or Path.cwd().is_relative_to(found) \
+            else str(found)
     check_writable(args.dir, "--dir")  # a file, or a folder it cannot write: one line
     done = start(args.lessons_wanted, Path(args.dir), args.lessons)
     for path, copied in done:
@@ -71,8 +77,10 @@ def register_cli(sub) -> None:
                                    "work on them; a file already there is never overwritten.")
     s.add_argument("lessons_wanted", nargs="*", metavar="NN",
                    help="lesson numbers (e.g. 04), or all (the default)")
-    s.add_argument("--dir", default=WORKSPACE,
-                   help="your folder; existing files in it are never overwritten")
+    s.add_argument("--dir", default=None,
+                   help=f"your folder; existing files in it are never overwritten (default: the "
+                        f"{WORKSPACE}/ folder you are in, else the checkout's when you are inside "
+                        f"it, else ./{WORKSPACE})")
     s.add_argument("--lessons", default=None,
                    help="where the published lessons are (default ./lessons or the checkout's)")
     s.set_defaults(func=_start_command)

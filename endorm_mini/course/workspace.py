@@ -24,6 +24,21 @@ def with_reachable_notes(text: str) -> str:
     return text.replace(NOTES_LINK, f"]({notes_url()}")
 
 
+def default_workspace(cwd: Path | None = None) -> Path:
+    """Where ``start`` copies lessons without ``--dir``: the workspace you are in (a folder
+    named ``my-lessons``, or inside one), else the checkout's ``my-lessons/`` when you are
+    anywhere inside the checkout (``lessons/`` included: a copy there would sit in the
+    published folder, which git does not ignore), else ``./my-lessons``."""
+    cwd = Path(cwd or Path.cwd()).resolve()
+    for folder in (cwd, *cwd.parents):
+        if folder.name == WORKSPACE:
+            return folder
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "lessons").is_dir() and (cwd == checkout or checkout in cwd.parents):
+        return checkout / WORKSPACE
+    return cwd / WORKSPACE
+
+
 def find_lessons() -> Path:
     """The published lessons: ``./lessons`` when it has lessons, else the checkout's."""
     for folder in (Path.cwd() / "lessons", Path(__file__).resolve().parents[2] / "lessons"):
