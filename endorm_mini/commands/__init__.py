@@ -24,10 +24,12 @@ COMMAND_MODULES = [
     "endorm_mini.commands.lessons",  # build-lessons, start
     "endorm_mini.commands.grpo",     # grpo, grpo-eval
 ]
-# A command whose module needs an optional package is left out when that package is absent.
-OPTIONAL = {"endorm_mini.commands.lessons": "nbformat",  # Jupyter's notebook format
-            "endorm_mini.commands.grade": "nbformat",
-            "endorm_mini.commands.grpo": "trl"}          # the scale extra
+# A command whose module needs an optional package: (that package, the extra that brings it,
+# the commands). Without the package each command is a stub that says which extra to install.
+OPTIONAL = {"endorm_mini.commands.lessons": ("nbformat", "course", ["build-lessons", "start"]),
+            "endorm_mini.commands.grade": ("nbformat", "course", ["grade"]),
+            "endorm_mini.commands.grpo": ("trl", "scale", ["grpo", "grpo-eval"])}
+
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -65,15 +67,26 @@ def build_parser() -> argparse.ArgumentParser:
         description="The reward model inside every language model, rebuilt. "
                     "Start with `endorm-mini tour`.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.needs_extra = {}   # command -> the extra it needs and lacks
     for name in COMMAND_MODULES:
-        if name in OPTIONAL and importlib.util.find_spec(OPTIONAL[name]) is None:
-            continue  # its extra is not installed: the command is absent, not broken
+        if name in OPTIONAL and importlib.util.find_spec(OPTIONAL[name][0]) is None:
+            package, extra, commands = OPTIONAL[name]
+            for command in commands:   # its extra is not installed: listed, and main() says so
+                sub.add_parser(command, help=f"(needs the {extra} extra)")
+                parser.needs_extra[command] = extra
+            continue
         importlib.import_module(name).register_cli(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    command = next(iter(sys.argv[1:] if argv is None else argv), None)
+    if command in parser.needs_extra:
+        extra = parser.needs_extra[command]
+        print(f"endorm-mini {command}: error: needs the {extra} extra: pip install "
+              f"'endorm-mini[{extra}]' (in a clone: pip install -e \".[{extra}]\")", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
