@@ -720,3 +720,10 @@ def test_a_check_stands_the_reference_in_for_an_unfinished_earlier_exercise(caps
     exec("def soft_value(logits, alpha=1.0):\n    return logits.amax(-1)\n", scope)  # wrong, finished
     with pytest.raises(ExerciseError, match="4.2 endogenous_rewards: wrong answer"):
         check("4.2", scope["endogenous_rewards"])
+
+
+def test_a_syntax_error_in_an_exercise_is_named_with_its_line():
+    from endorm_mini.course import checks, retest
+    cell = "%%time\n# EXERCISE 0.1 · soft_value\ndef soft_value(logits, alpha=1.0):\n    return logits +* 2\n"
+    row = retest.retest(checks.get("0.1"), [cell], seed=0)
+    assert row["result"] == "failed" and "syntax error on its line 4: invalid syntax" in row["detail"], row

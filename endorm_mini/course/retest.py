@@ -353,8 +353,8 @@ def retest(ex: checks.Exercise, cells: list[str], seed: int, timeout: float = 30
     index = at[-1]
     try:
         tree = ast.parse(notebooks_source(cells[index]))
-    except SyntaxError:
-        return _row("failed", f"✘ {tag}: the exercise cell has a syntax error")
+    except SyntaxError as err:  # notebooks_source keeps the cell's lines: its line numbers hold
+        return _row("failed", f"✘ {tag}: the exercise cell has a syntax error on its line {err.lineno}: {err.msg}")
     defs = [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == ex.name]
     if not defs:
         return _row("failed", f"✘ {tag}: the exercise cell has no `def {ex.name}(...)` (the grader tests "
