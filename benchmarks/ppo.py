@@ -47,7 +47,13 @@ import sys
 import time
 import warnings
 
-BATCH, RESPONSE = 64, 8
+# --model: (sequences per update, response tokens, learning rate, what it is). The real model
+# takes a CPU-sized batch: 16 = 4 prompts × 4 samples, so that an update takes seconds.
+MODELS = {"random-gpt2": (64, 8, 3e-4, "random 2-layer GPT-2 n_embd 64, char tokenizer, tiny-arith prompts"),
+          "smollm2-135m": (16, 8, 1e-6, "SmolLM2-135M-Instruct, digit-sums prompts")}
+MODEL = "random-gpt2"  # main() sets these three from --model, in the driver and in every worker
+BATCH, RESPONSE, LR = MODELS[MODEL][:3]
+GROUP = 4  # completions per prompt of the GRPO-shaped runs: BATCH // GROUP prompts × GROUP
 THREADS = int(os.environ.get("BENCH_THREADS", "2"))  # --threads sets it for the workers
 TRL_PPO = "trl==1.12.0"  # the last TRL with a PPO trainer (trl.experimental.ppo)
 TRL_DEPS = ["accelerate", "datasets", "pandas", "pyarrow", "dill", "xxhash", "multiprocess",
@@ -79,26 +85,58 @@ def _reset_peak() -> None:
         f.write("5")
 
 
-def build(seed: int = 0):
-    """(GPT-2 config, tokenizer, prompts): identical in every worker."""
+def build():
+    """(tokenizer, prompts) of ``MODEL``: identical in every worker."""
     import torch
-    from transformers import GPT2Config
-
-    from endorm_mini.tasks import arith_problems
-    from endorm_mini.zoo import char_tokenizer
 
     torch.set_num_threads(THREADS)
-    tok = char_tokenizer()
+    if MODEL == "random-gpt2":
+        from endorm_mini.tasks import arith_problems
+        from endorm_mini.zoo import char_tokenizer
+
+        return char_tokenizer(), arith_problems()
+    from transformers import AutoTokenizer
+
+    from endorm_mini.chat import ensure_pad_token
+    from endorm_mini.models import locate
+    from endorm_mini.scale.grpo_data import digit_sum_rows
+
+    tok = AutoTokenizer.from_pretrained(locate(MODEL)[0])
+    ensure_pad_token(tok)
+    return tok, [row["prompt"] for row in digit_sum_rows()]
+
+
+def policy(tok):
+    """A fresh fp32 policy of ``MODEL`` (the same weights in every worker)."""
+    import torch
+
+    if MODEL == "random-gpt2":
+        return gpt2(tok)
+    from endorm_mini.models import load
+
+    return load(MODEL, device="cpu", dtype=torch.float32)[0]
+
+
+def policy_path(tok) -> str:
+    """The policy's folder: TRL's GRPO / RLOO load it (and with β > 0 the reference) by path."""
+    import tempfile
+
+    from endorm_mini.models import locate
+
+    if MODEL != "random-gpt2":
+        return locate(MODEL)[0]
+    folder = tempfile.mkdtemp()
+    policy(tok).save_pretrained(folder)
+    return folder
+
+
+def gpt2(tok, seed=0, head="lm"):
+    import torch
+    from transformers import GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel
+
     config = GPT2Config(vocab_size=len(tok), n_embd=64, n_layer=2, n_head=4, n_positions=64,
                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                         pad_token_id=tok.pad_token_id)
-    return config, tok, arith_problems()
-
-
-def gpt2(config, seed=0, head="lm"):
-    import torch
-    from transformers import GPT2ForSequenceClassification, GPT2LMHeadModel
-
     torch.manual_seed(seed)
     if head == "lm":
         return GPT2LMHeadModel(config)
@@ -115,13 +153,13 @@ def summary(step_seconds, gen_seconds, warm, base_kb) -> dict:
 
 
 # ---------------------------------------------------------------- workers
-def work_ours(n, warm, prompts_per_update=BATCH, samples=1):
+def work_ours(n, warm, samples=1):
     from endorm_mini import ppo
 
-    config, tok, prompts = build()
-    model = gpt2(config)
-    cfg = ppo.PPOConfig(steps=warm + n, prompts_per_update=prompts_per_update, samples_per_prompt=samples,
-                        max_new_tokens=RESPONSE, epochs=1, minibatches=1, progress=False, device="cpu")
+    tok, prompts = build()
+    model = policy(tok)
+    cfg = ppo.PPOConfig(steps=warm + n, prompts_per_update=BATCH // samples, samples_per_prompt=samples,
+                        max_new_tokens=RESPONSE, epochs=1, minibatches=1, lr=LR, progress=False, device="cpu")
     _reset_peak()
     base = _rss_kb("VmRSS")
     with warnings.catch_warnings():
@@ -135,8 +173,8 @@ def work_generate(n, warm):
 
     from endorm_mini.chat import prompt_ids
 
-    config, tok, prompts = build()
-    model = gpt2(config).eval()
+    tok, prompts = build()
+    model = policy(tok).eval()
     ids = [prompt_ids(tok, p) for p in prompts[:BATCH]]
     L = max(map(len, ids))
     input_ids = torch.tensor([[tok.pad_token_id] * (L - len(x)) + x for x in ids])
@@ -217,10 +255,10 @@ def work_trl_ppo(n, warm, nogc=False):
     from endorm_mini.chat import prompt_ids
     from trl.experimental.ppo import PPOConfig, PPOTrainer
 
-    config, tok, prompts = build()
+    tok, prompts = build()
     tok.padding_side = "left"
-    policy = gpt2(config)
-    ref, value, reward = copy.deepcopy(policy), gpt2(config, 1, "cls"), gpt2(config, 2, "cls")
+    model = gpt2(tok)  # random GPT-2 only: the value and reward models are GPT-2 classifiers
+    ref, value, reward = copy.deepcopy(model), gpt2(tok, 1, "cls"), gpt2(tok, 2, "cls")
     data = _dataset({"input_ids": [prompt_ids(tok, p) for p in prompts]})
     clock = _Clock()
     pt.batch_generation = clock.wrap(pt.batch_generation)
@@ -230,8 +268,8 @@ def work_trl_ppo(n, warm, nogc=False):
                      num_mini_batches=1, num_ppo_epochs=1, local_rollout_forward_batch_size=BATCH,
                      response_length=RESPONSE, total_episodes=BATCH * (warm + n), stop_token="eos",
                      kl_coef=0.01, num_sample_generations=0, report_to=[], save_strategy="no",
-                     logging_strategy="no", use_cpu=True, seed=0, learning_rate=3e-4, disable_tqdm=True, bf16=False)
-    trainer = PPOTrainer(args=args, processing_class=tok, model=policy, ref_model=ref, reward_model=reward,
+                     logging_strategy="no", use_cpu=True, seed=0, learning_rate=LR, disable_tqdm=True, bf16=False)
+    trainer = PPOTrainer(args=args, processing_class=tok, model=model, ref_model=ref, reward_model=reward,
                          value_model=value, train_dataset=data, callbacks=[clock.callback()])
     torch.set_num_threads(THREADS)
     trainer.log = lambda *a, **k: None  # logging is not what we time
@@ -248,20 +286,23 @@ def work_trl_group(n, warm, kind="grpo"):
     import torch
     import trl
 
-    config, tok, prompts = build()
-    folder = tempfile.mkdtemp()  # with β > 0 these trainers load the reference from the model's path
-    gpt2(config).save_pretrained(folder)
+    tok, prompts = build()
+    folder = policy_path(tok)  # with β > 0 these trainers load the reference from the model's path
     Trainer = trl.GRPOTrainer if kind == "grpo" else trl.RLOOTrainer
     Config = trl.GRPOConfig if kind == "grpo" else trl.RLOOConfig
     data = _dataset({"prompt": [[{"role": "user", "content": p}] for p in prompts]})
     clock = _Clock()
     Trainer._generate = clock.wrap(Trainer._generate)
-    args = Config(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=BATCH, num_generations=4,
+    # No activation checkpointing (TRL 1.16 turns it on by default): ours does not recompute,
+    # nor does `endorm-mini grpo` on a CPU (scale.grpo.grpo_config). fp32 weights, as ours.
+    args = Config(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=BATCH, num_generations=GROUP,
                   max_completion_length=RESPONSE, beta=0.01, num_iterations=1, max_steps=warm + n,
                   report_to=[], save_strategy="no", logging_strategy="no", use_cpu=True, seed=0,
-                  learning_rate=3e-4, disable_tqdm=True, bf16=False, top_k=0, top_p=1.0, temperature=1.0)
+                  learning_rate=LR, disable_tqdm=True, bf16=False, top_k=0, top_p=1.0, temperature=1.0,
+                  activation_checkpointing=False, model_init_kwargs={"dtype": "float32"})
     trainer = Trainer(model=folder, reward_funcs=lambda completions, **kw: [0.0] * len(completions), args=args,
                       train_dataset=data, processing_class=tok, callbacks=[clock.callback()])
+    assert next(trainer.model.parameters()).dtype == torch.float32 and not args.activation_checkpointing
     torch.set_num_threads(THREADS)
     _reset_peak()
     base = _rss_kb("VmRSS")
@@ -269,7 +310,7 @@ def work_trl_group(n, warm, kind="grpo"):
     return summary(clock.steps, clock.gens, warm, base)
 
 
-WORKERS = {"ours": work_ours, "ours-grpo-shape": lambda n, w: work_ours(n, w, BATCH // 4, 4),
+WORKERS = {"ours": work_ours, "ours-grpo-shape": lambda n, w: work_ours(n, w, GROUP),
            "generate": work_generate, "trl-ppo": work_trl_ppo,
            "trl-ppo-nogc": lambda n, w: work_trl_ppo(n, w, nogc=True),
            "trl-grpo": lambda n, w: work_trl_group(n, w, "grpo"), "trl-rloo": lambda n, w: work_trl_group(n, w, "rloo")}
@@ -279,7 +320,7 @@ WORKERS = {"ours": work_ours, "ours-grpo-shape": lambda n, w: work_ours(n, w, BA
 def run_worker(name: str, n: int, warm: int, paths: list[str]) -> dict:
     env = dict(os.environ, TRL_EXPERIMENTAL_SILENCE="1", TOKENIZERS_PARALLELISM="false",
                OMP_NUM_THREADS=os.environ.get("BENCH_THREADS", "2"), WANDB_DISABLED="true", HF_HUB_OFFLINE="1")
-    cmd = [sys.executable, __file__, "--worker", name, "--updates", str(n), "--warmup", str(warm)]
+    cmd = [sys.executable, __file__, "--worker", name, "--model", MODEL, "--updates", str(n), "--warmup", str(warm)]
     for p in paths:
         cmd += ["--path", p]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -291,6 +332,9 @@ def run_worker(name: str, n: int, warm: int, paths: list[str]) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", choices=sorted(MODELS), default="random-gpt2",
+                        help="the policy: a random 2-layer GPT-2 (64 sequences per update) or the real "
+                        "SmolLM2-135M-Instruct (16 = 4 prompts × 4; no trl-ppo) (default: %(default)s)")
     parser.add_argument("--updates", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds; the best median is kept")
@@ -301,13 +345,20 @@ def main(argv=None) -> int:
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--path", action="append", default=[], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    global MODEL, BATCH, RESPONSE, LR
+    MODEL = args.model
+    BATCH, RESPONSE, LR = MODELS[MODEL][:3]
     if args.worker:
         sys.path[:0] = args.path  # TRL and its imports exist only in this process
         print("RESULT " + json.dumps(WORKERS[args.worker](args.updates, args.warmup)), flush=True)
         return 0
     n, warm, rounds = (3, 1, 1) if args.quick else (args.updates, args.warmup, args.rounds)
     os.environ["BENCH_THREADS"] = str(args.threads)  # read by the workers
-    wanted = lambda *names: args.only is None or any(n in args.only for n in names)  # noqa: E731
+    # TRL's PPO needs the value and reward models as sequence classifiers of the policy's kind:
+    # GPT-2 classifiers for the random GPT-2; for the real model there are none worth timing.
+    skipped = ("trl-ppo", "trl-ppo-nogc") if MODEL != "random-gpt2" else ()
+    wanted = lambda *names: any((args.only is None or n in args.only) and n not in skipped  # noqa: E731
+                                for n in names)
     folders = {"deps": (TRL_DEPS, ("trl-ppo", "trl-ppo-nogc", "trl-grpo", "trl-rloo")),
                "trl-1.12.0": ([TRL_PPO], ("trl-ppo", "trl-ppo-nogc")),
                "trl-newest": (["trl"], ("trl-grpo", "trl-rloo"))}
@@ -319,9 +370,12 @@ def main(argv=None) -> int:
     plan = [("generate", []), ("ours", []), ("trl-ppo", [old, deps]), ("trl-ppo-nogc", [old, deps]),
             ("ours-grpo-shape", []), ("trl-grpo", [new, deps]), ("trl-rloo", [new, deps])]
     plan = [p for p in plan if wanted(p[0])]
-    print(f"CPU, {args.threads} thread(s) per run, 2-layer GPT-2 n_embd 64 fp32; {BATCH} sequences × {RESPONSE} "
-          f"tokens per update, 1 epoch, 1 minibatch; median of {n} updates after {warm} warm-up, best of "
-          f"{rounds} interleaved round(s); TRL PPO {trl_version(old) if old else '—'}, newest TRL "
+    if skipped and (args.only is None or set(skipped) & set(args.only)):
+        print(f"{', '.join(skipped)}: skipped for {MODEL} (TRL's PPO needs sequence-classifier value and "
+              "reward models)")
+    print(f"CPU, {args.threads} thread(s) per run, {MODELS[MODEL][3]}, fp32; {BATCH} sequences × {RESPONSE} "
+          f"tokens per update (GRPO-shaped: {BATCH // GROUP} prompts × {GROUP}), 1 epoch, 1 minibatch; median of "
+          f"{n} updates after {warm} warm-up, best of {rounds} interleaved round(s); TRL PPO {trl_version(old) if old else '—'}, newest TRL "
           f"{trl_version(new) if new else '—'}")
     results: dict = {}
     for _ in range(rounds):  # interleaved, so a busy spell of a shared CPU hits every run alike
