@@ -144,12 +144,15 @@ def gpt2(tok, seed=0, head="lm"):
     return GPT2ForSequenceClassification(config)
 
 
-def summary(step_seconds, gen_seconds, warm, base_kb) -> dict:
-    """Median seconds per update after ``warm`` ones, tokens/s, generating share, peak MB above ``base_kb``."""
+def summary(step_seconds, gen_seconds, warm, base_kb, lengths=()) -> dict:
+    """Median seconds per update after ``warm`` ones, tokens/s, generating share, peak MB above
+    ``base_kb``, and the mean response length (tokens up to and including eos; a real model
+    stops early, so the runs are checked to do the same work, not only given the same limit)."""
     steps, gens = step_seconds[warm:], gen_seconds[warm:]
     s = statistics.median(steps)
     return {"s_per_update": s, "tokens_per_s": BATCH * RESPONSE / s, "gen_share": sum(gens) / sum(steps),
-            "updates": len(steps), "peak_mb": (_rss_kb("VmHWM") - base_kb) / 1024}
+            "updates": len(steps), "peak_mb": (_rss_kb("VmHWM") - base_kb) / 1024,
+            "length": statistics.mean(lengths[warm:]) if len(lengths) > warm else None}
 
 
 # ---------------------------------------------------------------- workers
@@ -165,7 +168,8 @@ def work_ours(n, warm, samples=1):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # random weights rarely emit eos: "never emit eos" is expected
         history = ppo.train(model, tok, prompts, cfg).history
-    return summary([h["seconds"] for h in history], [h["gen_seconds"] for h in history], warm, base)
+    return summary([h["seconds"] for h in history], [h["gen_seconds"] for h in history], warm, base,
+                   [h["response_length"] for h in history])
 
 
 def work_generate(n, warm):
@@ -180,14 +184,17 @@ def work_generate(n, warm):
     input_ids = torch.tensor([[tok.pad_token_id] * (L - len(x)) + x for x in ids])
     attention = (input_ids != tok.pad_token_id).long()
     _reset_peak()
-    base, times = _rss_kb("VmRSS"), []
+    base, times, lengths = _rss_kb("VmRSS"), [], []
     for _ in range(warm + n):
         t0 = time.perf_counter()
         with torch.no_grad():
-            model.generate(input_ids=input_ids, attention_mask=attention, do_sample=True, top_k=0, top_p=1.0,
-                           max_new_tokens=RESPONSE, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+            out = model.generate(input_ids=input_ids, attention_mask=attention, do_sample=True, top_k=0, top_p=1.0,
+                                 max_new_tokens=RESPONSE, pad_token_id=tok.pad_token_id,
+                                 eos_token_id=tok.eos_token_id)
         times.append(time.perf_counter() - t0)
-    return summary(times, times, warm, base)
+        ended = (out[:, L:] == tok.eos_token_id).int()
+        lengths.append(float(torch.where(ended.any(1), ended.argmax(1) + 1, out.shape[1] - L).float().mean()))
+    return summary(times, times, warm, base, lengths)
 
 
 def _dataset(columns: dict):
@@ -303,11 +310,12 @@ def work_trl_group(n, warm, kind="grpo"):
     trainer = Trainer(model=folder, reward_funcs=lambda completions, **kw: [0.0] * len(completions), args=args,
                       train_dataset=data, processing_class=tok, callbacks=[clock.callback()])
     assert next(trainer.model.parameters()).dtype == torch.float32 and not args.activation_checkpointing
+    lengths = trainer._metrics["train"]["completions/mean_length"]  # TRL appends one per step
     torch.set_num_threads(THREADS)
     _reset_peak()
     base = _rss_kb("VmRSS")
     trainer.train()
-    return summary(clock.steps, clock.gens, warm, base)
+    return summary(clock.steps, clock.gens, warm, base, lengths)
 
 
 WORKERS = {"ours": work_ours, "ours-grpo-shape": lambda n, w: work_ours(n, w, GROUP),
@@ -384,14 +392,15 @@ def main(argv=None) -> int:
             best = results.get(name)
             if best is None or "error" in best or ("error" not in r and r["s_per_update"] < best["s_per_update"]):
                 results[name] = r
-    print(f"{'run':<16} {'s/update':>9} {'tokens/s':>9} {'generating':>11} {'peak MB':>8}")
+    print(f"{'run':<16} {'s/update':>9} {'tokens/s':>9} {'generating':>11} {'peak MB':>8} {'resp tokens':>12}")
     for name, _ in plan:
         r = results[name]
         if "error" in r:
             print(f"{name:<16} failed: {r['error']}")
             continue
+        length = "—" if r.get("length") is None else f"{r['length']:.2f}"
         print(f"{name:<16} {r['s_per_update']:>9.4f} {r['tokens_per_s']:>9.0f} {r['gen_share']:>10.0%} "
-              f"{r['peak_mb']:>8.1f}")
+              f"{r['peak_mb']:>8.1f} {length:>12}")
     ok = lambda *names: all("s_per_update" in results.get(k, {}) for k in names)  # noqa: E731
     for a, b, target in (("ours", "trl-ppo-nogc", 1.5), ("ours", "trl-ppo", None),
                          ("ours-grpo-shape", "trl-grpo", 1.0), ("ours-grpo-shape", "trl-rloo", None)):
