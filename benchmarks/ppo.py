@@ -1,9 +1,15 @@
-"""PPO speed: ``endorm_mini.ppo`` vs TRL's trainers on the same work (issue 6, item 5).
+"""PPO speed: ``endorm_mini.ppo`` vs TRL's trainers on the same work (issue 6.5; real model 18.6).
 
-Same tiny model (a randomly initialised 2-layer GPT-2, n_embd 64, the kit's character
-tokenizer, fp32), 64 sequences per update with 8-token responses, one epoch, one
-minibatch, prompts from the arithmetic task rendered by the chat template; tokens/s =
-64 × 8 / seconds per update. Each run is its own process (its peak memory is its own):
+Two policies (``--model``), one code path. ``random-gpt2`` (default): a randomly initialised
+2-layer GPT-2 (n_embd 64, the kit's character tokenizer), 64 sequences per update, prompts
+from the arithmetic task. ``smollm2-135m``: the real SmolLM2-135M-Instruct (the fetched
+folder ``endorm_mini.models.locate`` names), a CPU-sized 16 sequences per update (4 prompts
+× 4 samples in the GRPO shape), the ``digit-sums`` prompts (``scale.grpo_data``), learning
+rate 1e-6 (so the model stays itself and keeps answering in the same few tokens). Both fp32,
+8-token responses, one epoch, one minibatch, prompts rendered by the chat template; tokens/s
+= sequences × 8 / seconds per update (a real model ends early at eos: ``resp tokens`` is the
+mean number each run generated, eos included). Each run is its own process (its peak
+memory is its own):
 
 - ``generate``      the limit: bare ``model.generate`` on the same batch and lengths
 - ``ours``          ``endorm_mini.ppo.train``: endogenous reward and KL from one reference
@@ -11,10 +17,18 @@ minibatch, prompts from the arithmetic task rendered by the chat template; token
 - ``trl-ppo``       TRL 1.12.0 ``trl.experimental.ppo.PPOTrainer`` as shipped: policy,
                     reference, value model and reward model (GPT-2 sequence classifiers of
                     the same size), so three forwards after generating; ``trl-ppo-nogc``
-                    the same with its two ``gc.collect()`` calls per update patched out
-- ``trl-grpo``, ``trl-rloo``  the newest TRL's ``GRPOTrainer`` / ``RLOOTrainer``, 16 prompts
-                    × 4 completions, β = 0.01 (so the reference forward is done, as in PPO),
-                    a zero-cost Python reward; ``ours-grpo-shape`` is ours on 16 × 4
+                    the same with its two ``gc.collect()`` calls per update patched out.
+                    ``random-gpt2`` only: TRL's PPO needs the value and reward models as
+                    sequence classifiers, and SmolLM2 has none (random heads on two more
+                    copies would time a setup nobody runs), so the real model is compared
+                    with TRL's GRPO and RLOO
+- ``trl-grpo``, ``trl-rloo``  the newest TRL's ``GRPOTrainer`` (what ``endorm-mini grpo``
+                    runs) / ``RLOOTrainer``, sequences / 4 prompts × 4 completions, β = 0.01
+                    (so the reference forward is done, as in PPO), a zero-cost Python
+                    reward (ours still computes the endogenous reward: TRL is spared that
+                    work), fp32 weights, no activation checkpointing (TRL 1.16 turns it on
+                    by default; ours does not recompute, nor does ``endorm-mini grpo`` on a
+                    CPU); ``ours-grpo-shape`` is ours on the same prompts × samples
 
 TRL is installed by this script with ``pip install --no-deps --target`` into its own
 folders (``--deps``, default ``~/.cache/endorm-mini/benchmarks``) with the packages it
@@ -24,16 +38,31 @@ Two things make TRL run here: its configs default to ``bf16=True`` even on a CPU
 False: fp32 is the work), and datasets 5.2 cannot fingerprint a dataset on this machine
 (dill cannot pickle pyarrow's ``MonthDayNano``), so fingerprints fall back to a plain hash.
 
-Measured on the shared 2-core CPU, quiet spell (one run: best of 2 interleaved rounds):
+The random GPT-2 on the shared 2-core CPU, quiet spell (one run: best of 2 interleaved rounds):
   2 threads: ours 0.040 s/update (12,800 tok/s, 56 MB peak); TRL 1.12 PPO 0.46 as shipped
   (11.6×), 0.074 gc-free (1.84×, 83 MB); TRL 1.16 GRPO 0.088 (2.21×), RLOO 0.075 (1.89×);
   bare generate 0.018 s: an update of ours is 2.2× that, 47% of it generating.
   1 thread (busier spell): ours 0.056; TRL PPO 0.53 / 0.097 gc-free (1.73×); GRPO 0.099 (1.75×).
+  These GRPO / RLOO lines had TRL's default activation checkpointing on. Without it (as now),
+  1 thread, 20 updates after 3 warm-up, best of 3 rounds: ours 4 × 16 0.0485 s, GRPO 0.0774
+  (1.60×), RLOO 0.0869 (1.79×); a run just before, best of 2 on a busier spell, printed ours
+  0.1102, GRPO 0.0814 (0.74×), RLOO 0.0992 (0.90×): on this machine a tiny model's ratio
+  needs several runs.
 A busy neighbour on the CPU stalls 2-thread runs by 10-100× at random: use ``--threads 1``
 or more ``--rounds`` on a shared machine.
 
+The real model (issue 18, item 6), shared machine, 1 thread, 16 sequences × 8 tokens, median
+of 4 updates after 1 warm-up, best of 2 interleaved rounds (second of two runs; as printed):
+  generate 2.5171 s/update (resp tokens 7.97), ours 11.2107 (7.94, 4298 MB peak),
+  ours-grpo-shape 11.0688 (7.92), TRL 1.16 GRPO 13.4805 (8.00, 4136 MB), RLOO 16.4017 (8.00).
+  Ours vs GRPO 1.22× faster per update (goal ≥ 1×: met), vs RLOO 1.48×. The limit: an update
+  of ours takes 4.5× a bare generate of the same batch, 23% of it generating. The first run
+  (busier) printed 1.23× GRPO, 1.47× RLOO, limit 4.3×.
+
     python benchmarks/ppo.py                 # 20 measured updates after 3 warm-up, 2 rounds
     python benchmarks/ppo.py --quick         # a smoke run
+    # the real model (about 11 minutes on the shared machine):
+    python benchmarks/ppo.py --model smollm2-135m --threads 1 --updates 4 --warmup 1 --only generate ours ours-grpo-shape trl-grpo trl-rloo
 """
 from __future__ import annotations
 
