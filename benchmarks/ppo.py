@@ -1,9 +1,15 @@
-"""PPO speed: ``endorm_mini.ppo`` vs TRL's trainers on the same work (issue 6, item 5).
+"""PPO speed: ``endorm_mini.ppo`` vs TRL's trainers on the same work (issue 6.5; real model 18.6).
 
-Same tiny model (a randomly initialised 2-layer GPT-2, n_embd 64, the kit's character
-tokenizer, fp32), 64 sequences per update with 8-token responses, one epoch, one
-minibatch, prompts from the arithmetic task rendered by the chat template; tokens/s =
-64 × 8 / seconds per update. Each run is its own process (its peak memory is its own):
+Two policies (``--model``), one code path. ``random-gpt2`` (default): a randomly initialised
+2-layer GPT-2 (n_embd 64, the kit's character tokenizer), 64 sequences per update, prompts
+from the arithmetic task. ``smollm2-135m``: the real SmolLM2-135M-Instruct (the fetched
+folder ``endorm_mini.models.locate`` names), a CPU-sized 16 sequences per update (4 prompts
+× 4 samples in the GRPO shape), the ``digit-sums`` prompts (``scale.grpo_data``), learning
+rate 1e-6 (so the model stays itself and keeps answering in the same few tokens). Both fp32,
+8-token responses, one epoch, one minibatch, prompts rendered by the chat template; tokens/s
+= sequences × 8 / seconds per update (a real model ends early at eos: ``resp tokens`` is the
+mean number each run generated, eos included). Each run is its own process (its peak
+memory is its own):
 
 - ``generate``      the limit: bare ``model.generate`` on the same batch and lengths
 - ``ours``          ``endorm_mini.ppo.train``: endogenous reward and KL from one reference
@@ -11,10 +17,18 @@ minibatch, prompts from the arithmetic task rendered by the chat template; token
 - ``trl-ppo``       TRL 1.12.0 ``trl.experimental.ppo.PPOTrainer`` as shipped: policy,
                     reference, value model and reward model (GPT-2 sequence classifiers of
                     the same size), so three forwards after generating; ``trl-ppo-nogc``
-                    the same with its two ``gc.collect()`` calls per update patched out
-- ``trl-grpo``, ``trl-rloo``  the newest TRL's ``GRPOTrainer`` / ``RLOOTrainer``, 16 prompts
-                    × 4 completions, β = 0.01 (so the reference forward is done, as in PPO),
-                    a zero-cost Python reward; ``ours-grpo-shape`` is ours on 16 × 4
+                    the same with its two ``gc.collect()`` calls per update patched out.
+                    ``random-gpt2`` only: TRL's PPO needs the value and reward models as
+                    sequence classifiers, and SmolLM2 has none (random heads on two more
+                    copies would time a setup nobody runs), so the real model is compared
+                    with TRL's GRPO and RLOO
+- ``trl-grpo``, ``trl-rloo``  the newest TRL's ``GRPOTrainer`` (what ``endorm-mini grpo``
+                    runs) / ``RLOOTrainer``, sequences / 4 prompts × 4 completions, β = 0.01
+                    (so the reference forward is done, as in PPO), a zero-cost Python
+                    reward (ours still computes the endogenous reward: TRL is spared that
+                    work), fp32 weights, no activation checkpointing (TRL 1.16 turns it on
+                    by default; ours does not recompute, nor does ``endorm-mini grpo`` on a
+                    CPU); ``ours-grpo-shape`` is ours on the same prompts × samples
 
 TRL is installed by this script with ``pip install --no-deps --target`` into its own
 folders (``--deps``, default ``~/.cache/endorm-mini/benchmarks``) with the packages it
@@ -24,16 +38,31 @@ Two things make TRL run here: its configs default to ``bf16=True`` even on a CPU
 False: fp32 is the work), and datasets 5.2 cannot fingerprint a dataset on this machine
 (dill cannot pickle pyarrow's ``MonthDayNano``), so fingerprints fall back to a plain hash.
 
-Measured on the shared 2-core CPU, quiet spell (one run: best of 2 interleaved rounds):
+The random GPT-2 on the shared 2-core CPU, quiet spell (one run: best of 2 interleaved rounds):
   2 threads: ours 0.040 s/update (12,800 tok/s, 56 MB peak); TRL 1.12 PPO 0.46 as shipped
   (11.6×), 0.074 gc-free (1.84×, 83 MB); TRL 1.16 GRPO 0.088 (2.21×), RLOO 0.075 (1.89×);
   bare generate 0.018 s: an update of ours is 2.2× that, 47% of it generating.
   1 thread (busier spell): ours 0.056; TRL PPO 0.53 / 0.097 gc-free (1.73×); GRPO 0.099 (1.75×).
+  These GRPO / RLOO lines had TRL's default activation checkpointing on. Without it (as now),
+  1 thread, 20 updates after 3 warm-up, best of 3 rounds: ours 4 × 16 0.0485 s, GRPO 0.0774
+  (1.60×), RLOO 0.0869 (1.79×); a run just before, best of 2 on a busier spell, printed ours
+  0.1102, GRPO 0.0814 (0.74×), RLOO 0.0992 (0.90×): on this machine a tiny model's ratio
+  needs several runs.
 A busy neighbour on the CPU stalls 2-thread runs by 10-100× at random: use ``--threads 1``
 or more ``--rounds`` on a shared machine.
 
+The real model (issue 18, item 6), shared machine, 1 thread, 16 sequences × 8 tokens, median
+of 4 updates after 1 warm-up, best of 2 interleaved rounds (second of two runs; as printed):
+  generate 2.5171 s/update (resp tokens 7.97), ours 11.2107 (7.94, 4298 MB peak),
+  ours-grpo-shape 11.0688 (7.92), TRL 1.16 GRPO 13.4805 (8.00, 4136 MB), RLOO 16.4017 (8.00).
+  Ours vs GRPO 1.22× faster per update (goal ≥ 1×: met), vs RLOO 1.48×. The limit: an update
+  of ours takes 4.5× a bare generate of the same batch, 23% of it generating. The first run
+  (busier) printed 1.23× GRPO, 1.47× RLOO, limit 4.3×.
+
     python benchmarks/ppo.py                 # 20 measured updates after 3 warm-up, 2 rounds
     python benchmarks/ppo.py --quick         # a smoke run
+    # the real model (about 11 minutes on the shared machine):
+    python benchmarks/ppo.py --model smollm2-135m --threads 1 --updates 4 --warmup 1 --only generate ours ours-grpo-shape trl-grpo trl-rloo
 """
 from __future__ import annotations
 
@@ -47,7 +76,13 @@ import sys
 import time
 import warnings
 
-BATCH, RESPONSE = 64, 8
+# --model: (sequences per update, response tokens, learning rate, what it is). The real model
+# takes a CPU-sized batch: 16 = 4 prompts × 4 samples, so that an update takes seconds.
+MODELS = {"random-gpt2": (64, 8, 3e-4, "random 2-layer GPT-2 n_embd 64, char tokenizer, tiny-arith prompts"),
+          "smollm2-135m": (16, 8, 1e-6, "SmolLM2-135M-Instruct, digit-sums prompts")}
+MODEL = "random-gpt2"  # main() sets these three from --model, in the driver and in every worker
+BATCH, RESPONSE, LR = MODELS[MODEL][:3]
+GROUP = 4  # completions per prompt of the GRPO-shaped runs: BATCH // GROUP prompts × GROUP
 THREADS = int(os.environ.get("BENCH_THREADS", "2"))  # --threads sets it for the workers
 TRL_PPO = "trl==1.12.0"  # the last TRL with a PPO trainer (trl.experimental.ppo)
 TRL_DEPS = ["accelerate", "datasets", "pandas", "pyarrow", "dill", "xxhash", "multiprocess",
@@ -79,26 +114,58 @@ def _reset_peak() -> None:
         f.write("5")
 
 
-def build(seed: int = 0):
-    """(GPT-2 config, tokenizer, prompts): identical in every worker."""
+def build():
+    """(tokenizer, prompts) of ``MODEL``: identical in every worker."""
     import torch
-    from transformers import GPT2Config
-
-    from endorm_mini.tasks import arith_problems
-    from endorm_mini.zoo import char_tokenizer
 
     torch.set_num_threads(THREADS)
-    tok = char_tokenizer()
+    if MODEL == "random-gpt2":
+        from endorm_mini.tasks import arith_problems
+        from endorm_mini.zoo import char_tokenizer
+
+        return char_tokenizer(), arith_problems()
+    from transformers import AutoTokenizer
+
+    from endorm_mini.chat import ensure_pad_token
+    from endorm_mini.models import locate
+    from endorm_mini.scale.grpo_data import digit_sum_rows
+
+    tok = AutoTokenizer.from_pretrained(locate(MODEL)[0])
+    ensure_pad_token(tok)
+    return tok, [row["prompt"] for row in digit_sum_rows()]
+
+
+def policy(tok):
+    """A fresh fp32 policy of ``MODEL`` (the same weights in every worker)."""
+    import torch
+
+    if MODEL == "random-gpt2":
+        return gpt2(tok)
+    from endorm_mini.models import load
+
+    return load(MODEL, device="cpu", dtype=torch.float32)[0]
+
+
+def policy_path(tok) -> str:
+    """The policy's folder: TRL's GRPO / RLOO load it (and with β > 0 the reference) by path."""
+    import tempfile
+
+    from endorm_mini.models import locate
+
+    if MODEL != "random-gpt2":
+        return locate(MODEL)[0]
+    folder = tempfile.mkdtemp()
+    policy(tok).save_pretrained(folder)
+    return folder
+
+
+def gpt2(tok, seed=0, head="lm"):
+    import torch
+    from transformers import GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel
+
     config = GPT2Config(vocab_size=len(tok), n_embd=64, n_layer=2, n_head=4, n_positions=64,
                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                         pad_token_id=tok.pad_token_id)
-    return config, tok, arith_problems()
-
-
-def gpt2(config, seed=0, head="lm"):
-    import torch
-    from transformers import GPT2ForSequenceClassification, GPT2LMHeadModel
-
     torch.manual_seed(seed)
     if head == "lm":
         return GPT2LMHeadModel(config)
@@ -106,28 +173,32 @@ def gpt2(config, seed=0, head="lm"):
     return GPT2ForSequenceClassification(config)
 
 
-def summary(step_seconds, gen_seconds, warm, base_kb) -> dict:
-    """Median seconds per update after ``warm`` ones, tokens/s, generating share, peak MB above ``base_kb``."""
+def summary(step_seconds, gen_seconds, warm, base_kb, lengths=()) -> dict:
+    """Median seconds per update after ``warm`` ones, tokens/s, generating share, peak MB above
+    ``base_kb``, and the mean response length (tokens up to and including eos; a real model
+    stops early, so the runs are checked to do the same work, not only given the same limit)."""
     steps, gens = step_seconds[warm:], gen_seconds[warm:]
     s = statistics.median(steps)
     return {"s_per_update": s, "tokens_per_s": BATCH * RESPONSE / s, "gen_share": sum(gens) / sum(steps),
-            "updates": len(steps), "peak_mb": (_rss_kb("VmHWM") - base_kb) / 1024}
+            "updates": len(steps), "peak_mb": (_rss_kb("VmHWM") - base_kb) / 1024,
+            "length": statistics.mean(lengths[warm:]) if len(lengths) > warm else None}
 
 
 # ---------------------------------------------------------------- workers
-def work_ours(n, warm, prompts_per_update=BATCH, samples=1):
+def work_ours(n, warm, samples=1):
     from endorm_mini import ppo
 
-    config, tok, prompts = build()
-    model = gpt2(config)
-    cfg = ppo.PPOConfig(steps=warm + n, prompts_per_update=prompts_per_update, samples_per_prompt=samples,
-                        max_new_tokens=RESPONSE, epochs=1, minibatches=1, progress=False, device="cpu")
+    tok, prompts = build()
+    model = policy(tok)
+    cfg = ppo.PPOConfig(steps=warm + n, prompts_per_update=BATCH // samples, samples_per_prompt=samples,
+                        max_new_tokens=RESPONSE, epochs=1, minibatches=1, lr=LR, progress=False, device="cpu")
     _reset_peak()
     base = _rss_kb("VmRSS")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # random weights rarely emit eos: "never emit eos" is expected
         history = ppo.train(model, tok, prompts, cfg).history
-    return summary([h["seconds"] for h in history], [h["gen_seconds"] for h in history], warm, base)
+    return summary([h["seconds"] for h in history], [h["gen_seconds"] for h in history], warm, base,
+                   [h["response_length"] for h in history])
 
 
 def work_generate(n, warm):
@@ -135,21 +206,24 @@ def work_generate(n, warm):
 
     from endorm_mini.chat import prompt_ids
 
-    config, tok, prompts = build()
-    model = gpt2(config).eval()
+    tok, prompts = build()
+    model = policy(tok).eval()
     ids = [prompt_ids(tok, p) for p in prompts[:BATCH]]
     L = max(map(len, ids))
     input_ids = torch.tensor([[tok.pad_token_id] * (L - len(x)) + x for x in ids])
     attention = (input_ids != tok.pad_token_id).long()
     _reset_peak()
-    base, times = _rss_kb("VmRSS"), []
+    base, times, lengths = _rss_kb("VmRSS"), [], []
     for _ in range(warm + n):
         t0 = time.perf_counter()
         with torch.no_grad():
-            model.generate(input_ids=input_ids, attention_mask=attention, do_sample=True, top_k=0, top_p=1.0,
-                           max_new_tokens=RESPONSE, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+            out = model.generate(input_ids=input_ids, attention_mask=attention, do_sample=True, top_k=0, top_p=1.0,
+                                 max_new_tokens=RESPONSE, pad_token_id=tok.pad_token_id,
+                                 eos_token_id=tok.eos_token_id)
         times.append(time.perf_counter() - t0)
-    return summary(times, times, warm, base)
+        ended = (out[:, L:] == tok.eos_token_id).int()
+        lengths.append(float(torch.where(ended.any(1), ended.argmax(1) + 1, out.shape[1] - L).float().mean()))
+    return summary(times, times, warm, base, lengths)
 
 
 def _dataset(columns: dict):
@@ -217,10 +291,10 @@ def work_trl_ppo(n, warm, nogc=False):
     from endorm_mini.chat import prompt_ids
     from trl.experimental.ppo import PPOConfig, PPOTrainer
 
-    config, tok, prompts = build()
+    tok, prompts = build()
     tok.padding_side = "left"
-    policy = gpt2(config)
-    ref, value, reward = copy.deepcopy(policy), gpt2(config, 1, "cls"), gpt2(config, 2, "cls")
+    model = gpt2(tok)  # random GPT-2 only: the value and reward models are GPT-2 classifiers
+    ref, value, reward = copy.deepcopy(model), gpt2(tok, 1, "cls"), gpt2(tok, 2, "cls")
     data = _dataset({"input_ids": [prompt_ids(tok, p) for p in prompts]})
     clock = _Clock()
     pt.batch_generation = clock.wrap(pt.batch_generation)
@@ -230,8 +304,8 @@ def work_trl_ppo(n, warm, nogc=False):
                      num_mini_batches=1, num_ppo_epochs=1, local_rollout_forward_batch_size=BATCH,
                      response_length=RESPONSE, total_episodes=BATCH * (warm + n), stop_token="eos",
                      kl_coef=0.01, num_sample_generations=0, report_to=[], save_strategy="no",
-                     logging_strategy="no", use_cpu=True, seed=0, learning_rate=3e-4, disable_tqdm=True, bf16=False)
-    trainer = PPOTrainer(args=args, processing_class=tok, model=policy, ref_model=ref, reward_model=reward,
+                     logging_strategy="no", use_cpu=True, seed=0, learning_rate=LR, disable_tqdm=True, bf16=False)
+    trainer = PPOTrainer(args=args, processing_class=tok, model=model, ref_model=ref, reward_model=reward,
                          value_model=value, train_dataset=data, callbacks=[clock.callback()])
     torch.set_num_threads(THREADS)
     trainer.log = lambda *a, **k: None  # logging is not what we time
@@ -248,28 +322,32 @@ def work_trl_group(n, warm, kind="grpo"):
     import torch
     import trl
 
-    config, tok, prompts = build()
-    folder = tempfile.mkdtemp()  # with β > 0 these trainers load the reference from the model's path
-    gpt2(config).save_pretrained(folder)
+    tok, prompts = build()
+    folder = policy_path(tok)  # with β > 0 these trainers load the reference from the model's path
     Trainer = trl.GRPOTrainer if kind == "grpo" else trl.RLOOTrainer
     Config = trl.GRPOConfig if kind == "grpo" else trl.RLOOConfig
     data = _dataset({"prompt": [[{"role": "user", "content": p}] for p in prompts]})
     clock = _Clock()
     Trainer._generate = clock.wrap(Trainer._generate)
-    args = Config(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=BATCH, num_generations=4,
+    # No activation checkpointing (TRL 1.16 turns it on by default): ours does not recompute,
+    # nor does `endorm-mini grpo` on a CPU (scale.grpo.grpo_config). fp32 weights, as ours.
+    args = Config(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=BATCH, num_generations=GROUP,
                   max_completion_length=RESPONSE, beta=0.01, num_iterations=1, max_steps=warm + n,
                   report_to=[], save_strategy="no", logging_strategy="no", use_cpu=True, seed=0,
-                  learning_rate=3e-4, disable_tqdm=True, bf16=False, top_k=0, top_p=1.0, temperature=1.0)
+                  learning_rate=LR, disable_tqdm=True, bf16=False, top_k=0, top_p=1.0, temperature=1.0,
+                  activation_checkpointing=False, model_init_kwargs={"dtype": "float32"})
     trainer = Trainer(model=folder, reward_funcs=lambda completions, **kw: [0.0] * len(completions), args=args,
                       train_dataset=data, processing_class=tok, callbacks=[clock.callback()])
+    assert next(trainer.model.parameters()).dtype == torch.float32 and not args.activation_checkpointing
+    lengths = trainer._metrics["train"]["completions/mean_length"]  # TRL appends one per step
     torch.set_num_threads(THREADS)
     _reset_peak()
     base = _rss_kb("VmRSS")
     trainer.train()
-    return summary(clock.steps, clock.gens, warm, base)
+    return summary(clock.steps, clock.gens, warm, base, lengths)
 
 
-WORKERS = {"ours": work_ours, "ours-grpo-shape": lambda n, w: work_ours(n, w, BATCH // 4, 4),
+WORKERS = {"ours": work_ours, "ours-grpo-shape": lambda n, w: work_ours(n, w, GROUP),
            "generate": work_generate, "trl-ppo": work_trl_ppo,
            "trl-ppo-nogc": lambda n, w: work_trl_ppo(n, w, nogc=True),
            "trl-grpo": lambda n, w: work_trl_group(n, w, "grpo"), "trl-rloo": lambda n, w: work_trl_group(n, w, "rloo")}
@@ -279,7 +357,7 @@ WORKERS = {"ours": work_ours, "ours-grpo-shape": lambda n, w: work_ours(n, w, BA
 def run_worker(name: str, n: int, warm: int, paths: list[str]) -> dict:
     env = dict(os.environ, TRL_EXPERIMENTAL_SILENCE="1", TOKENIZERS_PARALLELISM="false",
                OMP_NUM_THREADS=os.environ.get("BENCH_THREADS", "2"), WANDB_DISABLED="true", HF_HUB_OFFLINE="1")
-    cmd = [sys.executable, __file__, "--worker", name, "--updates", str(n), "--warmup", str(warm)]
+    cmd = [sys.executable, __file__, "--worker", name, "--model", MODEL, "--updates", str(n), "--warmup", str(warm)]
     for p in paths:
         cmd += ["--path", p]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -291,6 +369,9 @@ def run_worker(name: str, n: int, warm: int, paths: list[str]) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", choices=sorted(MODELS), default="random-gpt2",
+                        help="the policy: a random 2-layer GPT-2 (64 sequences per update) or the real "
+                        "SmolLM2-135M-Instruct (16 = 4 prompts × 4; no trl-ppo) (default: %(default)s)")
     parser.add_argument("--updates", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds; the best median is kept")
@@ -301,13 +382,20 @@ def main(argv=None) -> int:
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--path", action="append", default=[], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    global MODEL, BATCH, RESPONSE, LR
+    MODEL = args.model
+    BATCH, RESPONSE, LR = MODELS[MODEL][:3]
     if args.worker:
         sys.path[:0] = args.path  # TRL and its imports exist only in this process
         print("RESULT " + json.dumps(WORKERS[args.worker](args.updates, args.warmup)), flush=True)
         return 0
     n, warm, rounds = (3, 1, 1) if args.quick else (args.updates, args.warmup, args.rounds)
     os.environ["BENCH_THREADS"] = str(args.threads)  # read by the workers
-    wanted = lambda *names: args.only is None or any(n in args.only for n in names)  # noqa: E731
+    # TRL's PPO needs the value and reward models as sequence classifiers of the policy's kind:
+    # GPT-2 classifiers for the random GPT-2; for the real model there are none worth timing.
+    skipped = ("trl-ppo", "trl-ppo-nogc") if MODEL != "random-gpt2" else ()
+    wanted = lambda *names: any((args.only is None or n in args.only) and n not in skipped  # noqa: E731
+                                for n in names)
     folders = {"deps": (TRL_DEPS, ("trl-ppo", "trl-ppo-nogc", "trl-grpo", "trl-rloo")),
                "trl-1.12.0": ([TRL_PPO], ("trl-ppo", "trl-ppo-nogc")),
                "trl-newest": (["trl"], ("trl-grpo", "trl-rloo"))}
@@ -319,9 +407,12 @@ def main(argv=None) -> int:
     plan = [("generate", []), ("ours", []), ("trl-ppo", [old, deps]), ("trl-ppo-nogc", [old, deps]),
             ("ours-grpo-shape", []), ("trl-grpo", [new, deps]), ("trl-rloo", [new, deps])]
     plan = [p for p in plan if wanted(p[0])]
-    print(f"CPU, {args.threads} thread(s) per run, 2-layer GPT-2 n_embd 64 fp32; {BATCH} sequences × {RESPONSE} "
-          f"tokens per update, 1 epoch, 1 minibatch; median of {n} updates after {warm} warm-up, best of "
-          f"{rounds} interleaved round(s); TRL PPO {trl_version(old) if old else '—'}, newest TRL "
+    if skipped and (args.only is None or set(skipped) & set(args.only)):
+        print(f"{', '.join(skipped)}: skipped for {MODEL} (TRL's PPO needs sequence-classifier value and "
+              "reward models)")
+    print(f"CPU, {args.threads} thread(s) per run, {MODELS[MODEL][3]}, fp32; {BATCH} sequences × {RESPONSE} "
+          f"tokens per update (GRPO-shaped: {BATCH // GROUP} prompts × {GROUP}), 1 epoch, 1 minibatch; median of "
+          f"{n} updates after {warm} warm-up, best of {rounds} interleaved round(s); TRL PPO {trl_version(old) if old else '—'}, newest TRL "
           f"{trl_version(new) if new else '—'}")
     results: dict = {}
     for _ in range(rounds):  # interleaved, so a busy spell of a shared CPU hits every run alike
@@ -330,14 +421,15 @@ def main(argv=None) -> int:
             best = results.get(name)
             if best is None or "error" in best or ("error" not in r and r["s_per_update"] < best["s_per_update"]):
                 results[name] = r
-    print(f"{'run':<16} {'s/update':>9} {'tokens/s':>9} {'generating':>11} {'peak MB':>8}")
+    print(f"{'run':<16} {'s/update':>9} {'tokens/s':>9} {'generating':>11} {'peak MB':>8} {'resp tokens':>12}")
     for name, _ in plan:
         r = results[name]
         if "error" in r:
             print(f"{name:<16} failed: {r['error']}")
             continue
+        length = "—" if r.get("length") is None else f"{r['length']:.2f}"
         print(f"{name:<16} {r['s_per_update']:>9.4f} {r['tokens_per_s']:>9.0f} {r['gen_share']:>10.0%} "
-              f"{r['peak_mb']:>8.1f}")
+              f"{r['peak_mb']:>8.1f} {length:>12}")
     ok = lambda *names: all("s_per_update" in results.get(k, {}) for k in names)  # noqa: E731
     for a, b, target in (("ours", "trl-ppo-nogc", 1.5), ("ours", "trl-ppo", None),
                          ("ours-grpo-shape", "trl-grpo", 1.0), ("ours-grpo-shape", "trl-rloo", None)):
