@@ -12,6 +12,8 @@ mean number each run generated, eos included). Each run is its own process (its 
 memory is its own):
 
 - ``generate``      the limit: bare ``model.generate`` on the same batch and lengths
+- ``floor``         the least any PPO update with a frozen reference does: that generate, one
+                    reference forward, one policy forward and backward, an AdamW step
 - ``ours``          ``endorm_mini.ppo.train``: endogenous reward and KL from one reference
                     forward, log-probs and values from the generation itself, value head
 - ``trl-ppo``       TRL 1.12.0 ``trl.experimental.ppo.PPOTrainer`` as shipped: policy,
@@ -226,6 +228,48 @@ def work_generate(n, warm):
     return summary(times, times, warm, base, lengths)
 
 
+def work_floor(n, warm):
+    """The least a PPO update with a frozen reference does, on the same batch: a bare
+    ``generate``, one forward of the reference, one forward and backward of the policy and an
+    AdamW step (no value head, no loss terms, no bookkeeping); ``generating`` is its share."""
+    import copy
+
+    import torch
+
+    from endorm_mini import ppo
+    from endorm_mini.chat import prompt_ids
+
+    tok, prompts = build()
+    model = policy(tok).eval()   # eval: no dropout, as ours (which sets its p to 0)
+    ref = copy.deepcopy(model).requires_grad_(False)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=LR, eps=1e-5)
+    ids = [prompt_ids(tok, p) for p in prompts[:BATCH]]
+    L = max(map(len, ids))
+    input_ids = torch.tensor([[tok.pad_token_id] * (L - len(x)) + x for x in ids])
+    attention = (input_ids != tok.pad_token_id).long()
+    _reset_peak()
+    base, steps, gens, lengths = _rss_kb("VmRSS"), [], [], []
+    for _ in range(warm + n):
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            out = model.generate(input_ids=input_ids, attention_mask=attention, do_sample=True, top_k=0, top_p=1.0,
+                                 max_new_tokens=RESPONSE, pad_token_id=tok.pad_token_id,
+                                 eos_token_id=tok.eos_token_id)
+        gens.append(time.perf_counter() - t0)
+        T = out.shape[1] - L
+        mask = torch.cat([attention, torch.ones_like(out[:, L:])], 1)
+        with torch.no_grad():
+            ppo.response_forward(ref, out, mask, T)
+        logits = ppo.response_forward(model, out, mask, T)[0]
+        ppo.action_logprobs(logits[:, :-1], out[:, L:]).mean().backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        steps.append(time.perf_counter() - t0)
+        ended = (out[:, L:] == tok.eos_token_id).int()
+        lengths.append(float(torch.where(ended.any(1), ended.argmax(1) + 1, T).float().mean()))
+    return summary(steps, gens, warm, base, lengths)
+
+
 def _dataset(columns: dict):
     """A ``datasets.Dataset``; its fingerprint (a cache key only) falls back to a plain hash.
 
@@ -348,7 +392,7 @@ def work_trl_group(n, warm, kind="grpo"):
 
 
 WORKERS = {"ours": work_ours, "ours-grpo-shape": lambda n, w: work_ours(n, w, GROUP),
-           "generate": work_generate, "trl-ppo": work_trl_ppo,
+           "generate": work_generate, "floor": work_floor, "trl-ppo": work_trl_ppo,
            "trl-ppo-nogc": lambda n, w: work_trl_ppo(n, w, nogc=True),
            "trl-grpo": lambda n, w: work_trl_group(n, w, "grpo"), "trl-rloo": lambda n, w: work_trl_group(n, w, "rloo")}
 
@@ -404,7 +448,7 @@ def main(argv=None) -> int:
         folder = os.path.join(args.deps, "trl-deps" if name == "deps" else name)
         installed[name] = install(folder, specs) if wanted(*users) else ""
     deps, old, new = installed["deps"], installed["trl-1.12.0"], installed["trl-newest"]
-    plan = [("generate", []), ("ours", []), ("trl-ppo", [old, deps]), ("trl-ppo-nogc", [old, deps]),
+    plan = [("generate", []), ("floor", []), ("ours", []), ("trl-ppo", [old, deps]), ("trl-ppo-nogc", [old, deps]),
             ("ours-grpo-shape", []), ("trl-grpo", [new, deps]), ("trl-rloo", [new, deps])]
     plan = [p for p in plan if wanted(p[0])]
     if skipped and (args.only is None or set(skipped) & set(args.only)):
@@ -440,8 +484,12 @@ def main(argv=None) -> int:
     if ok("ours", "generate"):
         g, o = results["generate"]["s_per_update"], results["ours"]
         print(f"limit: bare model.generate on the same batch takes {g:.4f} s; an update of ours takes "
-              f"{o['s_per_update'] / g:.1f}× that, {o['gen_share']:.0%} of it generating, "
-              f"{1 - o['gen_share']:.0%} scoring and learning")
+              f"{o['s_per_update'] / g:.2f}× that (target ≤ 2×: {'met' if o['s_per_update'] <= 2 * g else 'NOT met'}), "
+              f"{o['gen_share']:.0%} of it generating, {1 - o['gen_share']:.0%} scoring and learning")
+        if ok("floor"):
+            print(f"floor: generate + one reference forward + one policy forward/backward + an AdamW step "
+                  f"takes {results['floor']['s_per_update'] / g:.2f}× the bare generate; ours is "
+                  f"{o['s_per_update'] / results['floor']['s_per_update']:.2f}× the floor")
     return 0
 
 
