@@ -40,31 +40,18 @@ Two things make TRL run here: its configs default to ``bf16=True`` even on a CPU
 False: fp32 is the work), and datasets 5.2 cannot fingerprint a dataset on this machine
 (dill cannot pickle pyarrow's ``MonthDayNano``), so fingerprints fall back to a plain hash.
 
-The random GPT-2 on the shared 2-core CPU, quiet spell (one run: best of 2 interleaved rounds):
-  2 threads: ours 0.040 s/update (12,800 tok/s, 56 MB peak); TRL 1.12 PPO 0.46 as shipped
-  (11.6×), 0.074 gc-free (1.84×, 83 MB); TRL 1.16 GRPO 0.088 (2.21×), RLOO 0.075 (1.89×);
-  bare generate 0.018 s: an update of ours is 2.2× that, 47% of it generating.
-  1 thread (busier spell): ours 0.056; TRL PPO 0.53 / 0.097 gc-free (1.73×); GRPO 0.099 (1.75×).
-  These GRPO / RLOO lines had TRL's default activation checkpointing on. Without it (as now),
-  1 thread, 20 updates after 3 warm-up, best of 3 rounds: ours 4 × 16 0.0485 s, GRPO 0.0774
-  (1.60×), RLOO 0.0869 (1.79×); a run just before, best of 2 on a busier spell, printed ours
-  0.1102, GRPO 0.0814 (0.74×), RLOO 0.0992 (0.90×): on this machine a tiny model's ratio
-  needs several runs.
+The tables, how they were measured and what they mean are in docs/benchmarks.md. The last
+quiet run (2 threads): ours 0.0359 s/update, 1.85× faster than TRL's PPO without its
+``gc.collect()`` calls, 1.58× than TRL's GRPO; ours is 2.40× a bare generate and 1.01× the
+floor (which is itself 2.39×). On the real model ours is 3.90× a bare generate, 1.00× the floor.
 A busy neighbour on the CPU stalls 2-thread runs by 10-100× at random: use ``--threads 1``
 or more ``--rounds`` on a shared machine.
-
-The real model (issue 18, item 6), shared machine, 1 thread, 16 sequences × 8 tokens, median
-of 4 updates after 1 warm-up, best of 2 interleaved rounds (second of two runs; as printed):
-  generate 2.5171 s/update (resp tokens 7.97), ours 11.2107 (7.94, 4298 MB peak),
-  ours-grpo-shape 11.0688 (7.92), TRL 1.16 GRPO 13.4805 (8.00, 4136 MB), RLOO 16.4017 (8.00).
-  Ours vs GRPO 1.22× faster per update (goal ≥ 1×: met), vs RLOO 1.48×. The limit: an update
-  of ours takes 4.5× a bare generate of the same batch, 23% of it generating. The first run
-  (busier) printed 1.23× GRPO, 1.47× RLOO, limit 4.3×.
 
     python benchmarks/ppo.py                 # 20 measured updates after 3 warm-up, 2 rounds
     python benchmarks/ppo.py --quick         # a smoke run
     # the real model (about 11 minutes on the shared machine):
     python benchmarks/ppo.py --model smollm2-135m --threads 1 --updates 4 --warmup 1 --only generate ours ours-grpo-shape trl-grpo trl-rloo
+    python benchmarks/ppo.py --model smollm2-135m --only generate floor ours --updates 3 --warmup 1 --rounds 1
 """
 from __future__ import annotations
 
