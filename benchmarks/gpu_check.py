@@ -23,6 +23,7 @@ Numbers of a random model are about memory and time only, never quality.
 
     python benchmarks/gpu_check.py                 # on a GPU: about 5 minutes on one H100
     python benchmarks/gpu_check.py --notebooks     # and the GPU-branch notebooks on cuda
+    python benchmarks/gpu_check.py --skip-ppo --skip-scoring --notebooks --notebook-model smollm2-135m
     python benchmarks/gpu_check.py --tiny          # a CPU smoke test: tiny model, small sizes (~1 min)
 """
 from __future__ import annotations
@@ -144,7 +145,7 @@ def check_notebooks(folder, data, args, device: str) -> int:
               "the dev extra; offline, carry their wheels)")
         return 1
 
-    env = {"ENDORM_MINI_MODEL": str(folder), "ENDORM_MINI_DATA": str(data)}
+    env = {"ENDORM_MINI_MODEL": str(args.notebook_model or folder), "ENDORM_MINI_DATA": str(data)}
     if args.notebook_dtype:
         env["ENDORM_MINI_DTYPE"] = args.notebook_dtype
     if device != "cuda":
@@ -183,6 +184,10 @@ def main(argv=None) -> int:
     parser.add_argument("--notebooks", action="store_true", help="also run the GPU-branch notebooks")
     parser.add_argument("--notebook-dtype", choices=("bf16", "fp16", "fp32"), default=None,
                         help="ENDORM_MINI_DTYPE for the notebooks (default: unset, their own choices as on Colab)")
+    parser.add_argument("--notebook-model", default=None,
+                        help="the GPU branch's model for --notebooks: a zoo name or folder, e.g. "
+                             "smollm2-135m (a real model through every GPU branch; fetched or carried "
+                             "there) (default: the random Qwen2 stand-in)")
     parser.add_argument("--skip-ppo", action="store_true")
     parser.add_argument("--skip-scoring", action="store_true")
     parser.add_argument("--out", default=None, help="folder for the stand-ins (default: a temporary one)")
