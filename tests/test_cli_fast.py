@@ -64,15 +64,3 @@ def test_light_copies_of_the_settings_match_the_library():
     assert grpo_config.REWARDS == verifiers.REWARD_KINDS
     assert ppo_config.REWARDS == (*verifiers.REWARD_KINDS, "endogenous_sum", "custom")
 
-
-def test_a_command_whose_extra_is_missing_says_which_to_install(monkeypatch, capsys):
-    import importlib.util
-
-    from endorm_mini import cli
-    find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "trl" else find_spec(name, *a))
-    for argv in (["grpo", "--model", "tiny-arith", "--steps", "2"], ["grpo-eval", "--help"]):
-        assert cli.main(argv) == 2
-        err = capsys.readouterr().err.strip()
-        assert err.startswith(f"endorm-mini {argv[0]}: error: needs the scale extra") and "\n" not in err, err
-    assert "grpo         (needs the scale extra)" in build_parser().format_help()

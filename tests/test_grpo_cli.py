@@ -348,12 +348,14 @@ def test_rloo_from_the_command_line(tmp_path, capsys, monkeypatch, extra):
     assert GRPORun(out="x", trainer="rloo").settings()["trainer"] == "rloo"
 
 
-def test_without_trl_the_command_is_absent_not_broken(monkeypatch, capsys):
+def test_without_trl_the_command_says_which_extra_to_install(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "trl", None)   # find_spec("trl") is None: not installed
+    for argv in (["grpo", "--model", "tiny-arith", "--steps", "2"], ["grpo-eval", "--help"]):
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"endorm-mini {argv[0]}: error: needs the scale extra") and "\n" not in err, err
     parser = cli.build_parser()
-    with pytest.raises(SystemExit) as stop:
-        parser.parse_args(["grpo"])
-    assert stop.value.code == 2 and "invalid choice: 'grpo'" in capsys.readouterr().err
+    assert "grpo         (needs the scale extra)" in parser.format_help()
     assert parser.parse_args(["ppo"]).command == "ppo"   # the rest of the kit is there
 
 
