@@ -83,3 +83,16 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
         return DTYPES[dtype]
     except KeyError:
         raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(DTYPES)}") from None
+
+
+def real_model_threads() -> int:
+    """CPU threads for a real (~100M-parameter) model: ``OMP_NUM_THREADS`` when it is set, else
+    up to two. Two pay off for such a model on a laptop's cores; a runner that sets one
+    thread per process (the test suite runs notebooks side by side) keeps one: two threads
+    in each of two busy processes on two cores wait on each other (lesson 06 ran 3× slower)."""
+    import os
+
+    wanted = os.environ.get("OMP_NUM_THREADS", "")
+    if wanted.isdigit() and int(wanted) > 0:
+        return int(wanted)
+    return min(2, os.cpu_count() or 1)
