@@ -190,28 +190,41 @@ def work_ours(n, warm, samples=1):
                    [h["response_length"] for h in history])
 
 
-def work_generate(n, warm):
+def _prompt_batch(tok, prompts):
+    """The first ``BATCH`` prompts through the chat template, left-padded: (ids, attention mask)."""
     import torch
 
     from endorm_mini.chat import prompt_ids
 
-    tok, prompts = build()
-    model = policy(tok).eval()
     ids = [prompt_ids(tok, p) for p in prompts[:BATCH]]
     L = max(map(len, ids))
     input_ids = torch.tensor([[tok.pad_token_id] * (L - len(x)) + x for x in ids])
-    attention = (input_ids != tok.pad_token_id).long()
+    return input_ids, (input_ids != tok.pad_token_id).long()
+
+
+def _bare_generate(model, tok, input_ids, attention):
+    """A bare ``model.generate`` of the batch, plain sampling: (output ids, the mean response
+    length in tokens up to and including eos)."""
+    import torch
+
+    L = input_ids.shape[1]
+    with torch.no_grad():
+        out = model.generate(input_ids=input_ids, attention_mask=attention, do_sample=True, top_k=0, top_p=1.0,
+                             max_new_tokens=RESPONSE, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    ended = (out[:, L:] == tok.eos_token_id).int()
+    return out, float(torch.where(ended.any(1), ended.argmax(1) + 1, out.shape[1] - L).float().mean())
+
+
+def work_generate(n, warm):
+    tok, prompts = build()
+    model = policy(tok).eval()
+    input_ids, attention = _prompt_batch(tok, prompts)
     _reset_peak()
     base, times, lengths = _rss_kb("VmRSS"), [], []
     for _ in range(warm + n):
         t0 = time.perf_counter()
-        with torch.no_grad():
-            out = model.generate(input_ids=input_ids, attention_mask=attention, do_sample=True, top_k=0, top_p=1.0,
-                                 max_new_tokens=RESPONSE, pad_token_id=tok.pad_token_id,
-                                 eos_token_id=tok.eos_token_id)
+        lengths.append(_bare_generate(model, tok, input_ids, attention)[1])
         times.append(time.perf_counter() - t0)
-        ended = (out[:, L:] == tok.eos_token_id).int()
-        lengths.append(float(torch.where(ended.any(1), ended.argmax(1) + 1, out.shape[1] - L).float().mean()))
     return summary(times, times, warm, base, lengths)
 
 
@@ -224,24 +237,18 @@ def work_floor(n, warm):
     import torch
 
     from endorm_mini import ppo
-    from endorm_mini.chat import prompt_ids
 
     tok, prompts = build()
     model = policy(tok).eval()   # eval: no dropout, as ours (which sets its p to 0)
     ref = copy.deepcopy(model).requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=LR, eps=1e-5)
-    ids = [prompt_ids(tok, p) for p in prompts[:BATCH]]
-    L = max(map(len, ids))
-    input_ids = torch.tensor([[tok.pad_token_id] * (L - len(x)) + x for x in ids])
-    attention = (input_ids != tok.pad_token_id).long()
+    input_ids, attention = _prompt_batch(tok, prompts)
+    L = input_ids.shape[1]
     _reset_peak()
     base, steps, gens, lengths = _rss_kb("VmRSS"), [], [], []
     for _ in range(warm + n):
         t0 = time.perf_counter()
-        with torch.no_grad():
-            out = model.generate(input_ids=input_ids, attention_mask=attention, do_sample=True, top_k=0, top_p=1.0,
-                                 max_new_tokens=RESPONSE, pad_token_id=tok.pad_token_id,
-                                 eos_token_id=tok.eos_token_id)
+        out, length = _bare_generate(model, tok, input_ids, attention)
         gens.append(time.perf_counter() - t0)
         T = out.shape[1] - L
         mask = torch.cat([attention, torch.ones_like(out[:, L:])], 1)
@@ -252,8 +259,7 @@ def work_floor(n, warm):
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         steps.append(time.perf_counter() - t0)
-        ended = (out[:, L:] == tok.eos_token_id).int()
-        lengths.append(float(torch.where(ended.any(1), ended.argmax(1) + 1, T).float().mean()))
+        lengths.append(length)
     return summary(steps, gens, warm, base, lengths)
 
 
