@@ -259,6 +259,7 @@ def ppo_update(model, value_head, optimizer, scaler, batch: dict, cfg: PPOConfig
             torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             scaler.step(optimizer)
             scaler.update()
+            optimizer.zero_grad(set_to_none=True)  # freed now, not held through the next rollout
             entropy = torch.distributions.Categorical(logits=logits.detach()).entropy()  # B, T
             approx_kl = masked_mean(mb["logprobs"] - logprobs, mb_mask)
             row = (pg_loss, vf_loss, clipfrac, masked_mean(entropy, mb_mask), approx_kl)
