@@ -307,7 +307,9 @@ def test_a_class_of_30_notebooks_is_graded_into_one_csv(tmp_path):
             _notebook(folder, body, *(["import time\ntime.sleep(1000)"] * (kind == "hangs")), name=name)
         expected[name] = kind
     out = tmp_path / "marks.csv"
+    sigterm = signal.getsignal(signal.SIGTERM)
     assert cli.main(["grade", str(folder), "--csv", str(out), "--limit", "20"]) == 1
+    assert signal.getsignal(signal.SIGTERM) is sigterm    # grade's own handler is gone again
     rows = list(csv.DictReader(out.open(encoding="utf-8")))
     status = {(r["student_file"].rsplit("/", 1)[-1], r["exercise"]): r for r in rows}
     want = {"solved": "passed", "hangs": "passed", "wrong": "failed", "thread cheat": "failed",

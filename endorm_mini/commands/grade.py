@@ -1,7 +1,10 @@
 """``endorm-mini grade``: grade learner notebooks, one table each, or a CSV/JSON for a class."""
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
+import threading
 from pathlib import Path
 
 
@@ -19,18 +22,35 @@ def _notebook_paths(items: list[str]) -> list[Path]:
     return out
 
 
-def _grade_command(args) -> int:
-    import csv
-    import json
+@contextlib.contextmanager
+def _sigterm_as_ctrl_c():
+    """SIGTERM (``timeout``, a scheduler) ends grading as Ctrl-C does: the processes a grade
+    started are stopped and its files removed. Main thread only; the old handler comes back."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
 
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _grade_command(args) -> int:
     # As in nbval's process (course.grade.PYTEST): jsonschema's IRI checker, which no notebook
     # schema uses, imports rfc3987_syntax, which builds a grammar for about a second.
     sys.modules.setdefault("rfc3987_syntax", None)
-    import signal
+    with _sigterm_as_ctrl_c():
+        return _grade(args)
 
-    def stop(signum, frame):  # SIGTERM (`timeout`, a scheduler) stops the processes a grade
-        raise KeyboardInterrupt  # started and removes its files, as Ctrl-C does
-    signal.signal(signal.SIGTERM, stop)
+
+def _grade(args) -> int:
+    import csv
+    import json
+
     from ..course.grade import GradeReport, NotebookError, grade_notebook, print_report, table
 
     from ..runfolder import check_output_file
