@@ -75,16 +75,12 @@ REAL_MODEL_SECTION = "## On a real model"
 BRANCH_NAMES = re.compile(r"\b(SETUP|MODEL|DEVICE|DTYPE)\b")
 
 
-def _names(source: str, ctx) -> set[str]:
-    """Names a cell's code stores (``ast.Store``, defs, imports) or loads (``ast.Load``)."""
-    from endorm_mini.course.source import notebooks_source
-    tree = ast.parse(notebooks_source(source))
-    found = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ctx)}
-    if ctx is ast.Store:
-        found |= {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
-        found |= {(a.asname or a.name).split(".")[0] for n in ast.walk(tree)
-                  if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}
-    return found
+def _names(source: str) -> tuple[set[str], set[str]]:
+    """(names a cell's top-level statements read, names they bind), by the rules the grader's
+    rebuild uses (``course.source``)."""
+    from endorm_mini.course.source import _binds, _uses, notebooks_source
+    body = ast.parse(notebooks_source(source)).body
+    return set().union(*map(_uses, body)), set().union(*map(_binds, body))
 
 
 def without_real_model_sections(nb) -> int:
@@ -115,13 +111,14 @@ def without_real_model_sections(nb) -> int:
         rests_on_exercises = bool(exercise_ids(cell.source) or check_ids(cell.source)
                                   or cell.source.startswith("%%needs"))
         if section is None:
-            (learner if rests_on_exercises else ordinary).update(_names(cell.source, ast.Store))
+            (learner if rests_on_exercises else ordinary).update(_names(cell.source)[1])
             kept.append(cell)
             continue
         assert not BRANCH_NAMES.search(cell.source), f"a real-model cell uses the setup: {cell.source[:200]!r}"
         assert not rests_on_exercises, f"a real-model cell rests on an exercise: {cell.source[:200]!r}"
-        section[0].update(_names(cell.source, ast.Load))
-        section[1].update(_names(cell.source, ast.Store))
+        reads, binds = _names(cell.source)
+        section[0].update(reads)
+        section[1].update(binds)
         dropped += 1
     close()
     nb.cells = kept

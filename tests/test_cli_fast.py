@@ -63,4 +63,3 @@ def test_light_copies_of_the_settings_match_the_library():
 
     assert grpo_config.REWARDS == verifiers.REWARD_KINDS
     assert ppo_config.REWARDS == (*verifiers.REWARD_KINDS, "endogenous_sum", "custom")
-

@@ -31,7 +31,6 @@ OPTIONAL = {"endorm_mini.commands.lessons": ("nbformat", "course", ["build-lesso
             "endorm_mini.commands.grpo": ("trl", "scale", ["grpo", "grpo-eval"])}
 
 
-
 class HelpFormatter(argparse.HelpFormatter):
     """Every option's help ends with its default, unless it says it already or there is none
     to show (``None``, a flag's ``False``)."""
@@ -70,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.needs_extra = {}   # command -> the extra it needs and lacks
     for name in COMMAND_MODULES:
         if name in OPTIONAL and importlib.util.find_spec(OPTIONAL[name][0]) is None:
-            package, extra, commands = OPTIONAL[name]
+            _, extra, commands = OPTIONAL[name]
             for command in commands:   # its extra is not installed: listed, and main() says so
                 sub.add_parser(command, help=f"(needs the {extra} extra)")
                 parser.needs_extra[command] = extra
